@@ -1,0 +1,529 @@
+# Copyright: nodefleet.bitcoin contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""bitcoin.conf for one bitcoind instance: validate the options, render, parse.
+
+Rules taken from Bitcoin Core (``doc/bitcoin-conf.md``, ``src/common/args.cpp``,
+``src/init.cpp``, ``src/httpserver.cpp``):
+
+* network sections are ``[main] [test] [testnet4] [signet] [regtest]``; ``addnode connect
+  port bind rpcport rpcbind wallet`` are network-only options: outside the active network's
+  section they are ignored (or rejected) on every network but main, so they are always
+  rendered inside the section;
+* ``prune`` is 0 (off), 1 (manual) or a target >= 550 MiB, and any pruning is incompatible
+  with ``txindex``;
+* ``rpcbind`` is ignored unless ``rpcallowip`` is also set, and bitcoind answers RPC only
+  from loopback and the ``rpcallowip`` networks;
+* ``#`` starts a comment anywhere on a line, so a value cannot contain it.
+
+Pure functions, standard library only: this code runs on the managed host.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+import re
+
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils import rpcauth as rpcauth_utils
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
+    NETWORKS,
+    ValidationError,
+    check_abs_path,
+    check_name,
+    check_port,
+    check_unique_ports,
+)
+
+HEADER = "# Managed by nodefleet.bitcoin (bitcoind_instance); local edits are overwritten."
+
+IMPLS = ("core", "knots", "garbageman")
+TOR_MODES = ("tor-only", "clearnet", "both")
+ZMQ_TOPICS = ("rawblock", "rawtx", "hashblock", "hashtx", "sequence")
+
+# network -> (section name, data subdirectory or "" for the datadir itself)
+NETWORK_SECTION = {
+    "main": "main",
+    "test": "test",
+    "testnet4": "testnet4",
+    "signet": "signet",
+    "regtest": "regtest",
+}
+NETWORK_SUBDIR = {"main": "", "test": "testnet3", "testnet4": "testnet4", "signet": "signet", "regtest": "regtest"}
+
+# network -> (p2p, rpc, onion bind) defaults, as Bitcoin Core's chainparams.
+DEFAULT_PORTS = {
+    "main": (8333, 8332, 8334),
+    "test": (18333, 18332, 18334),
+    "testnet4": (48333, 48332, 48334),
+    "signet": (38333, 38332, 38334),
+    "regtest": (18444, 18443, 18445),
+}
+
+# Options Core applies only inside the active network's section (ArgsManager::NETWORK_ONLY).
+NETWORK_ONLY_KEYS = frozenset(("addnode", "connect", "port", "bind", "rpcport", "rpcbind", "wallet"))
+
+_MANAGED_BY = "it is managed by bitcoind_instance; use the %s option"
+# bitcoin.conf key -> why it cannot be an extra option.
+FORBIDDEN_EXTRA_KEYS = {
+    "chain": _MANAGED_BY % "network",
+    "testnet": _MANAGED_BY % "network",
+    "testnet4": _MANAGED_BY % "network",
+    "signet": _MANAGED_BY % "network",
+    "regtest": _MANAGED_BY % "network",
+    "rpcauth": _MANAGED_BY % "rpcauth or rpc_users",
+    "rpcuser": "credentials go only through rpcauth/rpc_users (rpcuser/rpcpassword keep a plaintext password)",
+    "rpcpassword": "credentials go only through rpcauth/rpc_users (rpcuser/rpcpassword keep a plaintext password)",
+    "port": _MANAGED_BY % "p2p_port",
+    "rpcport": _MANAGED_BY % "rpc_port",
+    "bind": _MANAGED_BY % "p2p_port/onion_port/tor_mode",
+    "rpcbind": _MANAGED_BY % "rpc_bind",
+    "rpcallowip": _MANAGED_BY % "rpc_allow_ip",
+    "proxy": _MANAGED_BY % "tor_proxy",
+    "onion": _MANAGED_BY % "tor_proxy",
+    "listenonion": _MANAGED_BY % "tor_mode (tor_hidden_service owns the onion key)",
+    "onlynet": _MANAGED_BY % "tor_mode",
+    "dnsseed": _MANAGED_BY % "tor_mode",
+    "discover": _MANAGED_BY % "tor_mode",
+    "externalip": _MANAGED_BY % "onion_address",
+    "server": "it is always 1 (the RPC server is what the fleet talks to)",
+    "listen": "it is always 1",
+    "txindex": _MANAGED_BY % "txindex",
+    "prune": _MANAGED_BY % "prune",
+    "dbcache": _MANAGED_BY % "dbcache",
+    "maxconnections": _MANAGED_BY % "maxconnections",
+    "datadir": "the datadir is given on the command line by the supervisord program",
+    "conf": "the config file is given on the command line by the supervisord program",
+    "includeconf": "it would pull unmanaged settings into the instance",
+    "daemon": "supervisord runs bitcoind in the foreground",
+    "daemonwait": "supervisord runs bitcoind in the foreground",
+}
+EXTRA_KEY_RE = re.compile(r"^[a-z0-9]+$")
+ONION_RE = re.compile(r"^[a-z2-7]{56}\.onion$")
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+
+DEFAULTS = {
+    "state": "present",
+    "purge": False,
+    "impl": "core",
+    "network": "main",
+    "datadir": None,
+    "owner": "bitcoin",
+    "group": "bitcoin",
+    "rpc_port": None,
+    "p2p_port": None,
+    "onion_port": None,
+    "zmq_ports": None,
+    "rpcauth": None,
+    "rpc_users": None,
+    "rpc_bind": ["127.0.0.1"],
+    "rpc_allow_ip": ["127.0.0.1"],
+    "tor_mode": "tor-only",
+    "tor_proxy": "127.0.0.1:9050",
+    "onion_address": None,
+    "prune": None,
+    "txindex": False,
+    "dbcache": None,
+    "maxconnections": None,
+    "extra_options": None,
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _choice(option: str, value, choices) -> str:
+    if value not in choices:
+        raise ValidationError(option, f"{value!r} is not one of: {', '.join(choices)}")
+    return value
+
+
+def _int(option: str, value, minimum=None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value.strip())
+        else:
+            raise ValidationError(option, f"{value!r} is not an integer")
+    if minimum is not None and value < minimum:
+        raise ValidationError(option, f"{value} is below the minimum {minimum}")
+    return value
+
+
+def _port(option: str, value) -> int:
+    return check_port(option, _int(option, value))
+
+
+def _list(option: str, value) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise ValidationError(option, "must be a list")
+    return list(value)
+
+
+def network_dir(datadir: str, network: str) -> str:
+    """Where bitcoind keeps ``.lock``, ``debug.log``, blocks and chainstate for a network."""
+    sub = NETWORK_SUBDIR[network]
+    return os.path.join(datadir, sub) if sub else datadir
+
+
+def _check_ip(option: str, value) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(option, f"{value!r} is not an IP address")
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ValidationError(option, f"{value!r} is not an IP address") from None
+
+
+def _check_allow(option: str, value):
+    """An rpcallowip entry: an IP, or a network as CIDR or address/netmask (as Core accepts)."""
+    if not isinstance(value, str):
+        raise ValidationError(option, f"{value!r} is not an IP address or network")
+    text = value.strip()
+    try:
+        if "/" in text:
+            net = ipaddress.ip_network(text, strict=False)
+            return net.with_prefixlen, net
+        addr = ipaddress.ip_address(text)
+        return str(addr), ipaddress.ip_network(addr)
+    except ValueError:
+        raise ValidationError(option, f"{value!r} is not an IP address or network (CIDR)") from None
+
+
+def _check_rpc_network(bind: list, allow: list) -> tuple[list, list]:
+    binds = [_check_ip("rpc_bind", b) for b in _list("rpc_bind", bind)]
+    if not binds:
+        raise ValidationError("rpc_bind", "must list at least one address (bitcoind ignores rpcbind otherwise)")
+    allows = [_check_allow("rpc_allow_ip", a) for a in _list("rpc_allow_ip", allow)]
+    if not allows:
+        raise ValidationError(
+            "rpc_allow_ip", "must list at least one address or network (bitcoind ignores rpcbind without rpcallowip)"
+        )
+    remote = [net for _text, net in allows if not net.is_loopback]
+    for text in binds:
+        addr = ipaddress.ip_address(text)
+        if addr.is_loopback:
+            continue
+        # "::" may accept IPv4 clients too (dual stack); otherwise the client network must be
+        # of the bind address's IP version.
+        matching = [net for net in remote if (addr.is_unspecified and addr.version == 6) or net.version == addr.version]
+        if not matching:
+            raise ValidationError(
+                "rpc_allow_ip",
+                f"rpc_bind {text} is not a loopback address, but rpc_allow_ip lists no non-loopback "
+                f"IPv{addr.version} client network: bitcoind answers RPC only from loopback and the "
+                "rpc_allow_ip networks, so that bind would expose the port and refuse every remote client; "
+                "add the clients' network (e.g. 10.0.0.0/24) to rpc_allow_ip or bind to loopback only",
+            )
+    return binds, [text for text, _net in allows]
+
+
+def _check_proxy(value) -> tuple[str, str, int]:
+    """``host:port`` of tor's SOCKS port; IPv6 hosts in brackets."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError("tor_proxy", "must be host:port, e.g. 127.0.0.1:9050")
+    match = re.match(r"^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$", value) or re.match(r"^([^:\[\]\s]+):(\d{1,5})$", value)
+    if not match:
+        raise ValidationError("tor_proxy", f"{value!r} is not host:port (IPv6 in brackets), e.g. 127.0.0.1:9050")
+    host, port = match.group(1), int(match.group(2))
+    if value.startswith("["):
+        _check_ip("tor_proxy", host)
+    elif not _HOSTNAME_RE.match(host):
+        raise ValidationError("tor_proxy", f"{host!r} is not a valid host name or address")
+    if not 1 <= port <= 65535:
+        raise ValidationError("tor_proxy", f"port {port} is outside 1-65535")
+    return value, host, port
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _extra_value(option: str, value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValidationError(option, f"{value!r} is not a string, integer or boolean")
+    for char, why in (("\n", "a newline"), ("\r", "a carriage return"), ("\x00", "a NUL byte")):
+        if char in value:
+            raise ValidationError(option, f"the value contains {why}; bitcoin.conf values are single lines")
+    if "#" in value:
+        raise ValidationError(option, "the value contains '#', which starts a comment in bitcoin.conf")
+    return value
+
+
+def _check_extra(extra) -> list[tuple[str, list[str]]]:
+    """Sorted [(key, [values])] of validated extra options."""
+    if extra is None:
+        return []
+    if not isinstance(extra, dict):
+        raise ValidationError("extra_options", "must be a dict of option name -> value")
+    out = []
+    for key in sorted(extra, key=str):
+        option = f"extra_options.{key}"
+        if not isinstance(key, str) or not EXTRA_KEY_RE.match(key):
+            raise ValidationError(option, "option names must be lowercase letters and digits only (no '-', '.', '=')")
+        if key in FORBIDDEN_EXTRA_KEYS:
+            raise ValidationError(option, f"{key!r} cannot be set here: {FORBIDDEN_EXTRA_KEYS[key]}")
+        if key.startswith("zmqpub"):
+            raise ValidationError(option, f"{key!r} cannot be set here: " + _MANAGED_BY % "zmq_ports")
+        raw = extra[key]
+        values = raw if isinstance(raw, (list, tuple)) else [raw]
+        out.append((key, [_extra_value(option, v) for v in values]))
+    return out
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def validate(params: dict) -> dict:
+    """Check every option and return the normalised instance description.
+
+    Raises ValidationError(option, reason) on the first problem, before anything is
+    written. Missing keys take the module's defaults, so tests can pass partial dicts.
+    """
+    p = dict(DEFAULTS)
+    p.update({k: v for k, v in params.items() if v is not None})
+
+    name = check_name("name", p.get("name"))
+    state = _choice("state", p["state"], ("present", "absent"))
+    network = _choice("network", p["network"], NETWORKS)
+    purge = p["purge"]
+    if not isinstance(purge, bool):
+        raise ValidationError("purge", "must be a boolean")
+    if purge and state != "absent":
+        raise ValidationError("purge", "only applies with state=absent")
+    datadir = check_abs_path("datadir", p["datadir"] if p["datadir"] is not None else f"/var/lib/bitcoind/{name}")
+
+    result = {
+        "name": name,
+        "state": state,
+        "purge": purge,
+        "network": network,
+        "section": NETWORK_SECTION[network],
+        "datadir": datadir,
+        "conf_file": os.path.join(datadir, "bitcoin.conf"),
+        "network_dir": network_dir(datadir, network),
+    }
+    if state == "absent":
+        return result
+
+    impl = _choice("impl", p["impl"], IMPLS)
+    tor_mode = _choice("tor_mode", p["tor_mode"], TOR_MODES)
+    for option in ("owner", "group"):
+        if not isinstance(p[option], str) or not p[option] or any(c.isspace() or c in ":/" for c in p[option]):
+            raise ValidationError(option, f"{p[option]!r} is not a valid user/group name")
+
+    default_p2p, default_rpc, default_onion = DEFAULT_PORTS[network]
+    p2p = _port("p2p_port", p["p2p_port"] if p["p2p_port"] is not None else default_p2p)
+    rpc = _port("rpc_port", p["rpc_port"] if p["rpc_port"] is not None else default_rpc)
+    onion = None
+    if tor_mode != "clearnet":
+        onion = _port("onion_port", p["onion_port"] if p["onion_port"] is not None else default_onion)
+    elif p["onion_port"] is not None:
+        _port("onion_port", p["onion_port"])
+
+    zmq_in = p["zmq_ports"] or {}
+    if not isinstance(zmq_in, dict):
+        raise ValidationError("zmq_ports", "must be a dict of topic -> port")
+    zmq = {}
+    for topic in sorted(zmq_in, key=str):
+        if topic not in ZMQ_TOPICS:
+            topics = ", ".join(ZMQ_TOPICS)
+            raise ValidationError("zmq_ports", f"unknown topic {topic!r}; topics are: {topics}")
+        zmq[topic] = _port(f"zmq_ports.{topic}", zmq_in[topic])
+
+    proxy = host = proxy_port = None
+    if tor_mode != "clearnet":
+        proxy, host, proxy_port = _check_proxy(p["tor_proxy"])
+
+    # Order matters for the message: the later option is named, the earlier is "also used by".
+    named_ports = {}
+    if proxy_port is not None and _is_loopback_host(host):
+        named_ports["tor_proxy"] = proxy_port
+    named_ports.update({"p2p_port": p2p, "rpc_port": rpc, "onion_port": onion})
+    named_ports.update({f"zmq_ports.{t}": port for t, port in zmq.items()})
+    check_unique_ports(named_ports)
+
+    onion_address = p["onion_address"]
+    if onion_address is not None and (not isinstance(onion_address, str) or not ONION_RE.match(onion_address)):
+        raise ValidationError(
+            "onion_address", f"{onion_address!r} is not a v3 onion address (56 characters a-z2-7 then .onion)"
+        )
+    if tor_mode != "clearnet" and onion_address is None:
+        raise ValidationError(
+            "onion_address",
+            f"is required when tor_mode is {tor_mode} (bitcoind advertises it as externalip); "
+            "get it from tor_hidden_service",
+        )
+
+    prune = _int("prune", p["prune"])
+    if prune is not None:
+        if prune < 0:
+            raise ValidationError("prune", "cannot be negative (0 is off, 1 is manual pruning, 550+ is a MiB target)")
+        if 2 <= prune <= 549:
+            raise ValidationError(
+                "prune", f"{prune} is not allowed: 0 is off, 1 is manual pruning, a target must be at least 550 MiB"
+            )
+    txindex = p["txindex"]
+    if not isinstance(txindex, bool):
+        raise ValidationError("txindex", "must be a boolean")
+    if txindex and prune:
+        raise ValidationError("prune", f"pruning (prune={prune}) is incompatible with txindex=true in Bitcoin Core")
+    dbcache = _int("dbcache", p["dbcache"], minimum=4)
+    maxconnections = _int("maxconnections", p["maxconnections"], minimum=0)
+
+    rpc_bind, rpc_allow_ip = _check_rpc_network(p["rpc_bind"], p["rpc_allow_ip"])
+
+    rpcauth_values = []
+    for index, value in enumerate(_list("rpcauth", p["rpcauth"])):
+        rpcauth_values.append(rpcauth_utils.normalise(value, f"rpcauth[{index}]"))
+
+    rpc_users = []
+    seen_users = set()
+    for index, entry in enumerate(_list("rpc_users", p["rpc_users"])):
+        option = f"rpc_users[{index}]"
+        if not isinstance(entry, dict):
+            raise ValidationError(option, "must be a dict with user and password")
+        user = rpcauth_utils.check_user(option + ".user", entry.get("user"))
+        password = rpcauth_utils.check_password(option + ".password", entry.get("password"))
+        if user in seen_users:
+            raise ValidationError(option + ".user", f"user {user!r} is listed twice; give each user one password")
+        seen_users.add(user)
+        rpc_users.append((user, password))
+
+    extra = _check_extra(p["extra_options"])
+
+    result.update(
+        {
+            "impl": impl,
+            "owner": p["owner"],
+            "group": p["group"],
+            "tor_mode": tor_mode,
+            "tor_proxy": proxy,
+            "onion_address": onion_address if tor_mode != "clearnet" else None,
+            "ports": {"rpc": rpc, "p2p": p2p, "onion": onion, "zmq": zmq},
+            "rpc_bind": rpc_bind,
+            "rpc_allow_ip": rpc_allow_ip,
+            "rpcauth": rpcauth_values,
+            "rpc_users": rpc_users,
+            "prune": prune,
+            "txindex": txindex,
+            "dbcache": dbcache,
+            "maxconnections": maxconnections,
+            "extra_options": extra,
+        }
+    )
+    return result
+
+
+def with_rpc_users(normalised: dict, current_text: str | None) -> dict:
+    """Resolve ``rpc_users`` into rpcauth values; returns a copy with the full ``rpcauth`` list.
+
+    For each user, a value already in the current bitcoin.conf (or among the ``rpcauth``
+    values) that verifies against the password is kept; a new salt is drawn only when none
+    does. Duplicates are dropped, first occurrence wins.
+    """
+    out = copy.copy(normalised)
+    existing = rpcauth_utils.lines_from_conf(current_text) + list(normalised.get("rpcauth", []))
+    values = list(normalised.get("rpcauth", []))
+    for user, password in normalised.get("rpc_users", []):
+        value, _changed = rpcauth_utils.keep_or_derive(user, password, existing)
+        values.append(value)
+    deduped = []
+    for value in values:
+        if value not in deduped:
+            deduped.append(value)
+    out["rpcauth"] = deduped
+    return out
+
+
+# --------------------------------------------------------------------------- render
+
+
+def render(n: dict) -> str:
+    """The bitcoin.conf text for a normalised instance; identical input, identical bytes."""
+    lines = [
+        HEADER,
+        f"# instance={n['name']} impl={n['impl']}",
+        f"chain={n['network']}",
+        "server=1",
+        "listen=1",
+    ]
+    lines += [f"rpcauth={value}" for value in n["rpcauth"]]
+    if n["txindex"]:
+        lines.append("txindex=1")
+    for key in ("prune", "dbcache", "maxconnections"):
+        if n[key] is not None:
+            lines.append(f"{key}={n[key]}")
+    tor = n["tor_mode"] != "clearnet"
+    if tor:
+        lines += [f"proxy={n['tor_proxy']}", f"onion={n['tor_proxy']}"]
+    lines.append("listenonion=0")
+    if n["tor_mode"] == "tor-only":
+        lines += ["onlynet=onion", "dnsseed=0", "discover=0"]
+    if tor:
+        lines.append(f"externalip={n['onion_address']}")
+    ports = n["ports"]
+    lines += [f"zmqpub{topic}=tcp://127.0.0.1:{ports['zmq'][topic]}" for topic in sorted(ports["zmq"])]
+    section_extra = []
+    for key, values in n["extra_options"]:
+        target = section_extra if key in NETWORK_ONLY_KEYS else lines
+        target += [f"{key}={v}" for v in values]
+
+    lines += ["", f"[{n['section']}]"]
+    lines += [f"port={ports['p2p']}", f"rpcport={ports['rpc']}"]
+    # tor-only: P2P only on loopback (tor reaches it through the onion bind); else all interfaces.
+    p2p_host = "127.0.0.1" if n["tor_mode"] == "tor-only" else "0.0.0.0"  # noqa: S104
+    lines.append(f"bind={p2p_host}:{ports['p2p']}")
+    if tor:
+        lines.append(f"bind=127.0.0.1:{ports['onion']}=onion")
+    lines += [f"rpcbind={addr}" for addr in n["rpc_bind"]]
+    lines += [f"rpcallowip={addr}" for addr in n["rpc_allow_ip"]]
+    lines += section_extra
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- parse
+
+
+def parse(text: str) -> dict[str, list[tuple[str, str]]]:
+    """Parse bitcoin.conf text the way Core reads it: ``{section: [(key, value)]}``.
+
+    The global part is section ``""``. ``#`` starts a comment anywhere; keys and values are
+    trimmed. A non-empty line that is neither ``[section]`` nor ``key=value`` raises
+    ValueError naming the line number, as Core refuses such a file.
+    """
+    sections: dict[str, list[tuple[str, str]]] = {"": []}
+    current = ""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1].strip()
+            sections.setdefault(current, [])
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"parse error on line {number}: {raw!r}")
+        sections[current].append((key.strip(), value.strip()))
+    return sections
+
+
+def is_managed(text: str | None, name: str) -> bool:
+    """True when ``text`` is a bitcoin.conf this module wrote for instance ``name``."""
+    if not text:
+        return False
+    lines = text.splitlines()
+    return len(lines) >= 2 and lines[0] == HEADER and lines[1].startswith(f"# instance={name} impl=")

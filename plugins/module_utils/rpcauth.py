@@ -1,0 +1,178 @@
+# Copyright: nodefleet.bitcoin contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Bitcoin Core ``rpcauth`` values: derive, parse, verify, keep-or-derive.
+
+The algorithm is Bitcoin Core's ``share/rpcauth/rpcauth.py`` (checked by
+``src/httprpc.cpp``): the salt is 16 random bytes written as 32 lowercase hex characters;
+the hash is ``HMAC-SHA256(key=salt.encode('utf-8'), msg=password.encode('utf-8'))`` in
+lowercase hex. The HMAC key is the hex *string*, not the bytes it encodes. A value is
+``<user>:<salt>$<hash>``; in bitcoin.conf it is written as ``rpcauth=<value>``.
+
+Pure functions, standard library only: this code runs on the managed host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import ValidationError
+
+SALT_RE = re.compile(r"^[0-9a-f]{32}$")
+HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+# Characters a user name may not contain: ':' ends the user in Core's parser, '$' separates
+# salt and hash, whitespace is trimmed or breaks the config line, '#' starts a comment in
+# bitcoin.conf, '=' would confuse a reader of the key=value line.
+_USER_FORBIDDEN_RE = re.compile(r"[:$#=\s]")
+PREFIX = "rpcauth="
+
+
+def check_user(option: str, user) -> str:
+    """Return ``user`` if it can be an rpcauth user name, else raise ValidationError."""
+    if not isinstance(user, str) or not user:
+        raise ValidationError(option, "the user name must be a non-empty string")
+    bad = _USER_FORBIDDEN_RE.search(user)
+    if bad:
+        raise ValidationError(
+            option,
+            f"the user name {user!r} contains {bad.group(0)!r}; it must not contain ':', '$', '#', '=' or whitespace "
+            "(Bitcoin Core splits rpcauth values on ':' and '$')",
+        )
+    return user
+
+
+def check_password(option: str, password) -> str:
+    """Return ``password`` if usable (non-empty string); never echo it in the error."""
+    if not isinstance(password, str) or password == "":
+        raise ValidationError(option, "the password must be a non-empty string")
+    return password
+
+
+def check_salt(option: str, salt) -> str:
+    """Return ``salt`` if it is 32 lowercase hex characters (16 bytes)."""
+    if not isinstance(salt, str) or not SALT_RE.match(salt):
+        raise ValidationError(option, "the salt must be 32 lowercase hexadecimal characters (16 bytes)")
+    return salt
+
+
+def new_salt() -> str:
+    """16 random bytes from the OS CSPRNG as 32 lowercase hex characters."""
+    return secrets.token_hex(16)
+
+
+def password_hmac(salt: str, password: str) -> str:
+    """Bitcoin Core's rpcauth hash: HMAC-SHA256 keyed with the salt's hex string."""
+    return hmac.new(salt.encode("utf-8"), password.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def generate(user: str, password: str, salt: str | None = None) -> str:
+    """Return ``user:salt$hash``; a new random salt is drawn when ``salt`` is None."""
+    check_user("user", user)
+    check_password("password", password)
+    salt = new_salt() if salt is None else check_salt("salt", salt)
+    return f"{user}:{salt}${password_hmac(salt, password)}"
+
+
+def parse(value, option: str = "rpcauth") -> tuple[str, str, str]:
+    """Split an rpcauth value (with or without ``rpcauth=``) into (user, salt, hash).
+
+    Raises ValidationError naming ``option`` when the value is not well formed.
+    """
+    if not isinstance(value, str):
+        raise ValidationError(option, f"{value!r} is not a string of the form user:salt$hash")
+    text = value.strip()
+    if text.startswith(PREFIX):
+        text = text[len(PREFIX) :]
+    if "\n" in text or "\r" in text:
+        raise ValidationError(option, "an rpcauth value must be a single line")
+    user, sep, rest = text.rpartition(":")
+    if not sep:
+        raise ValidationError(option, f"{text!r} is not of the form user:salt$hash (no ':')")
+    check_user(option, user)
+    salt, sep, digest = rest.partition("$")
+    if not sep:
+        raise ValidationError(option, f"{text!r} is not of the form user:salt$hash (no '$')")
+    if not SALT_RE.match(salt):
+        raise ValidationError(option, f"the salt in {text!r} must be 32 lowercase hexadecimal characters")
+    if not HASH_RE.match(digest):
+        raise ValidationError(option, f"the hash in {text!r} must be 64 lowercase hexadecimal characters")
+    return user, salt, digest
+
+
+def normalise(value, option: str = "rpcauth") -> str:
+    """Return the canonical ``user:salt$hash`` form of a value (prefix and blanks removed)."""
+    user, salt, digest = parse(value, option)
+    return f"{user}:{salt}${digest}"
+
+
+def verify(value: str, user: str, password: str) -> bool:
+    """True when ``value`` is a well-formed rpcauth value for ``user`` that ``password`` opens.
+
+    The hash comparison is constant-time (``hmac.compare_digest``), as Core's
+    ``TimingResistantEqual``. A malformed value never verifies.
+    """
+    try:
+        value_user, salt, digest = parse(value)
+    except ValidationError:
+        return False
+    if value_user != user or not isinstance(password, str):
+        return False
+    return hmac.compare_digest(password_hmac(salt, password), digest)
+
+
+def lines_from_conf(text: str | None) -> list[str]:
+    """All well-formed ``rpcauth=`` values of a bitcoin.conf text, in file order.
+
+    Every section counts (Core reads rpcauth from the global part and from the active
+    network's section). Comments are stripped as Core does (``#`` to end of line), and
+    malformed values are skipped: they can never verify.
+    """
+    values: list[str] = []
+    if not text:
+        return values
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("["):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        key = key.strip()
+        # Core also accepts "<network>.rpcauth=" in the global part.
+        if key != "rpcauth" and not key.endswith(".rpcauth"):
+            continue
+        try:
+            values.append(normalise(value.strip()))
+        except ValidationError:
+            continue
+    return values
+
+
+def keep_or_derive(user: str, password: str, existing_values, salt: str | None = None) -> tuple[str, bool]:
+    """Return (value, changed) for ``user``.
+
+    Without ``salt``: the first value in ``existing_values`` that belongs to ``user`` and
+    verifies against ``password`` is returned unchanged (changed=False); when none does, a
+    new value with a fresh random salt is derived (changed=True). Values of other users are
+    never returned.
+
+    With ``salt``: the result is always the deterministic value for that salt; changed is
+    False only when that exact value is already among ``existing_values``.
+    """
+    check_user("user", user)
+    check_password("password", password)
+    if salt is not None:
+        value = generate(user, password, salt)
+        known = set()
+        for existing in existing_values or ():
+            try:
+                known.add(normalise(existing))
+            except ValidationError:
+                continue
+        return value, value not in known
+    for value in existing_values or ():
+        if verify(value, user, password):
+            return normalise(value), False
+    return generate(user, password), True
