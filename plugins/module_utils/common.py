@@ -20,7 +20,8 @@ import tempfile
 
 # Instance / program / service names: they become file names, section names and
 # supervisord group names, so they must be safe everywhere.
-SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 
 NETWORKS = ("main", "test", "testnet4", "signet", "regtest")
 
