@@ -42,7 +42,7 @@ SERVICE_FILES = (SECRET_KEY_FILE, PUBLIC_KEY_FILE, HOSTNAME_FILE)
 SECRET_KEY_HEADER = b"== ed25519v1-secret: type0 ==\x00\x00\x00"
 SECRET_KEY_SIZE = 96
 
-ONION_RE = re.compile(r"^[a-z2-7]{56}\.onion$")
+ONION_RE = re.compile(r"^[a-z2-7]{56}\.onion\Z")
 
 DEFAULT_TORRC_DIR = "/etc/tor/torrc.d"
 DEFAULT_SERVICE_ROOT = "/var/lib/tor"
@@ -85,7 +85,7 @@ def check_target(option: str, value) -> str:
     """A HiddenServicePort target ``host:port``: an IPv4 literal, ``[IPv6]`` or localhost."""
     if not isinstance(value, str) or not value:
         raise ValidationError(option, "must be a non-empty 'host:port' string")
-    match = re.match(r"^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):([0-9]{1,5})$", value)
+    match = re.match(r"^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):([0-9]{1,5})\Z", value)
     if not match:
         raise ValidationError(option, f"{value!r} is not 'host:port' (e.g. 127.0.0.1:8334 or [::1]:8334)")
     host, port = match.group(1), int(match.group(2))
