@@ -1,0 +1,251 @@
+# Copyright: nodefleet.bitcoin contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from ansible_collections.nodefleet.bitcoin.plugins.filter.fleet_status import (
+    FilterModule,
+    escape_label,
+    fleet_status_prometheus,
+    fleet_status_report,
+    fleet_status_table,
+    format_duration,
+    format_progress,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+ONION = "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz2345.onion"
+
+
+def instance(name, state="up", **over):
+    base = {
+        "name": name,
+        "state": state,
+        "message": "",
+        "unsupervised": False,
+        "impl": "knots",
+        "network": "signet",
+        "chain": "signet",
+        "version": 290000,
+        "subversion": "/Satoshi:29.1.0/Knots:20250305/",
+        "uptime": 93784,
+        "blocks": 250000,
+        "headers": 250010,
+        "verificationprogress": 0.99995,
+        "initialblockdownload": False,
+        "size_on_disk": 123456789,
+        "pruned": False,
+        "peers": {
+            "total": 9,
+            "inbound": 2,
+            "outbound": 7,
+            "breakdown": {"libre_relay": 1, "knots": 2, "core_v30_plus": 3, "core_pre_v30": 2, "other": 1},
+        },
+        "ports": {"rpc": 20000, "p2p": 20001, "onion": 20002, "zmq": {}},
+        "onion_address": ONION,
+        "tor_mode": "tor-only",
+        "tags": ["signet", "knots", "tor-only"],
+        "program": "bitcoind-" + name,
+        "supervisord": {"state": "RUNNING", "pid": 4242, "start": 1700000000, "uptime": 93790, "restarts": 2},
+        "elapsed": 0.012,
+    }
+    base.update(over)
+    return base
+
+
+def down_instance(name):
+    return instance(
+        name,
+        state="down",
+        message="connection refused on 127.0.0.1:20010",
+        version=None,
+        subversion=None,
+        uptime=None,
+        blocks=None,
+        headers=None,
+        verificationprogress=None,
+        initialblockdownload=None,
+        size_on_disk=None,
+        pruned=None,
+        peers={"total": None, "inbound": None, "outbound": None, "breakdown": dict.fromkeys(["libre_relay"], None)},
+        supervisord={"state": "EXITED", "pid": None, "start": 1700000000, "uptime": None, "restarts": 0},
+    )
+
+
+def result(*instances):
+    summary = {s: 0 for s in ("up", "warming_up", "down", "hung", "auth_failed", "error")}
+    for inst in instances:
+        summary[inst["state"]] += 1
+    summary["total"] = len(instances)
+    return {"changed": False, "instances": list(instances), "summary": summary, "supervisord": {"reachable": True}}
+
+
+STATUSES = {
+    "node-b": result(instance("s1"), down_instance("s2")),
+    "node-a": result(instance("m1", network="main", impl="core", subversion="/Satoshi:30.0.0/")),
+    "node-c": {"unreachable": True, "msg": "ssh: connect to host node-c port 22: No route"},
+    "node-d": None,
+}
+
+
+# --------------------------------------------------------------------------- table
+
+
+def test_table_has_one_row_per_instance_sorted_and_a_row_per_host_without_data():
+    lines = fleet_status_table(STATUSES).splitlines()
+    assert lines[0].split()[:3] == ["HOST", "INSTANCE", "STATE"]
+    rows = [line.split()[:3] for line in lines[1:-1]]
+    assert rows == [
+        ["node-a", "m1", "up"],
+        ["node-b", "s1", "up"],
+        ["node-b", "s2", "down"],
+        ["node-c", "-", "no"],
+        ["node-d", "-", "no"],
+    ]
+    assert "unreachable" in lines[4]
+    assert lines[-1] == "3 instance(s) on 4 host(s): up 2, down 1; 2 host(s) without data"
+
+
+def test_table_row_shows_height_progress_peer_breakdown_onion_uptime():
+    row = next(line for line in fleet_status_table(STATUSES).splitlines() if " s1 " in line)
+    assert "250000/250010" in row
+    assert "100.00%" in row  # 0.99995 rounds up at two decimals
+    assert "9 (LR:1 KN:2 C30+:3 C<30:2 OT:1)" in row
+    assert ONION[:16] + "….onion" in row
+    assert row.endswith("1d02h")
+
+
+def test_table_columns_are_aligned():
+    lines = fleet_status_table(STATUSES).splitlines()[:-1]
+    for header in ("INSTANCE", "STATE", "HEIGHT/HEADERS", "PROGRESS", "ONION", "UPTIME"):
+        column = lines[0].index(header)
+        for line in lines[1:]:
+            assert line[column - 2 : column] == "  ", (header, line)
+            assert line[column] != " ", (header, line)
+
+
+def test_unsupervised_is_marked():
+    statuses = {"h": result(instance("x", unsupervised=True))}
+    assert " up! " in fleet_status_table(statuses)
+
+
+def test_table_rejects_non_dict():
+    with pytest.raises(Exception, match="expected a dict"):
+        fleet_status_table([1, 2])
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "-"),
+        (0, "0s"),
+        (59, "59s"),
+        (61, "1m01s"),
+        (3600, "1h00m"),
+        (86399, "23h59m"),
+        (90061, "1d01h"),
+        (-5, "-"),
+    ],
+)
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(("value", "text"), [(None, "-"), (0, "0.00%"), (0.5, "50.00%"), (1, "100.00%"), ("x", "-")])
+def test_format_progress(value, text):
+    assert format_progress(value) == text
+
+
+# --------------------------------------------------------------------------- report
+
+
+def test_report_is_json_serialisable_and_keeps_hosts_without_data():
+    report = fleet_status_report(STATUSES, generated_at="2026-01-01T00:00:00Z")
+    assert json.loads(json.dumps(report)) == report
+    assert list(report["hosts"]) == ["node-a", "node-b", "node-c", "node-d"]
+    assert report["hosts"]["node-c"]["ok"] is False
+    assert report["hosts"]["node-c"]["error"].startswith("unreachable")
+    assert report["hosts"]["node-b"]["instances"][1]["state"] == "down"
+    assert report["summary"]["up"] == 2
+    assert report["summary"]["down"] == 1
+    assert report["summary"]["total"] == 3
+    assert report["generated_at"] == "2026-01-01T00:00:00Z"
+
+
+def test_report_does_not_modify_input():
+    before = copy.deepcopy(STATUSES)
+    fleet_status_report(STATUSES)
+    fleet_status_table(STATUSES)
+    assert before == STATUSES
+
+
+# --------------------------------------------------------------------------- Prometheus
+
+
+def parse(text):
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def samples(families, name):
+    return [(s.labels, s.value) for s in families[name].samples]
+
+
+def test_prometheus_text_parses_and_has_help_type_for_every_metric():
+    text = fleet_status_prometheus(STATUSES["node-b"], "node-b", timestamp=1700000123)
+    families = parse(text)
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        assert line.startswith(("# HELP nodefleet_bitcoind_", "# TYPE nodefleet_bitcoind_", "nodefleet_bitcoind_"))
+    help_names = {line.split()[2] for line in text.splitlines() if line.startswith("# HELP")}
+    type_names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    assert help_names == type_names == set(families)
+    assert all(family.type == "gauge" for family in families.values())
+
+
+def test_prometheus_values_and_labels():
+    families = parse(fleet_status_prometheus(STATUSES["node-b"], "node-b", timestamp=1700000123))
+    base_s1 = {"host": "node-b", "instance": "s1", "impl": "knots", "network": "signet"}
+    base_s2 = dict(base_s1, instance="s2")
+    assert samples(families, "nodefleet_bitcoind_up") == [(base_s1, 1.0), (base_s2, 0.0)]
+    assert (dict(base_s2, state="down"), 1.0) in samples(families, "nodefleet_bitcoind_state")
+    assert (dict(base_s2, state="up"), 0.0) in samples(families, "nodefleet_bitcoind_state")
+    assert samples(families, "nodefleet_bitcoind_blocks") == [(base_s1, 250000.0)]  # down instance: no sample
+    peers = {s.labels["kind"]: s.value for s in families["nodefleet_bitcoind_peers"].samples}
+    assert peers == {"libre_relay": 1, "knots": 2, "core_v30_plus": 3, "core_pre_v30": 2, "other": 1}
+    assert samples(families, "nodefleet_bitcoind_restarts") == [(base_s1, 2.0), (base_s2, 0.0)]
+    assert samples(families, "nodefleet_bitcoind_supervisord_running") == [(base_s1, 1.0), (base_s2, 0.0)]
+    assert samples(families, "nodefleet_bitcoind_verification_progress") == [(base_s1, 0.99995)]
+    info = families["nodefleet_bitcoind_info"].samples[0].labels
+    assert info["onion"] == ONION
+    assert info["subversion"] == "/Satoshi:29.1.0/Knots:20250305/"
+    assert samples(families, "nodefleet_bitcoind_status_timestamp_seconds") == [({"host": "node-b"}, 1700000123.0)]
+    by_state = {s.labels["state"]: s.value for s in families["nodefleet_bitcoind_instances"].samples}
+    assert by_state["up"] == 1
+    assert by_state["down"] == 1
+
+
+def test_prometheus_escapes_label_values():
+    weird = instance("w", subversion='/Satoshi:30.0.0/"quoted"\\back\nline/')
+    families = parse(fleet_status_prometheus(result(weird), "h"))
+    assert families["nodefleet_bitcoind_info"].samples[0].labels["subversion"] == weird["subversion"]
+    assert escape_label('a"b') == 'a\\"b'
+
+
+def test_prometheus_for_a_failed_host_reports_status_ok_zero_only():
+    families = parse(fleet_status_prometheus({"failed": True, "msg": "boom"}, "h"))
+    assert set(families) == {"nodefleet_bitcoind_status_ok"}
+    assert samples(families, "nodefleet_bitcoind_status_ok") == [({"host": "h"}, 0.0)]
+
+
+def test_prometheus_rejects_bad_arguments():
+    with pytest.raises(Exception, match="host"):
+        fleet_status_prometheus(STATUSES["node-a"], "")
+    with pytest.raises(Exception, match="timestamp"):
+        fleet_status_prometheus(STATUSES["node-a"], "h", timestamp="soon")
+
+
+def test_filter_names():
+    assert set(FilterModule().filters()) == {"fleet_status_table", "fleet_status_report", "fleet_status_prometheus"}
