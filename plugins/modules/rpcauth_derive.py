@@ -1,0 +1,166 @@
+#!/usr/bin/python
+# Copyright: nodefleet.bitcoin contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: rpcauth_derive
+short_description: Derive a Bitcoin Core rpcauth line, keeping one that still verifies
+version_added: "0.1.0"
+description:
+  - Computes a Bitcoin Core C(rpcauth) value C(user:salt$hash) with Core's own algorithm
+    (C(share/rpcauth/rpcauth.py), checked by C(src/httprpc.cpp)) - the salt is 16 random
+    bytes as 32 lowercase hex characters and the hash is HMAC-SHA256 keyed with the salt's
+    hex string over the password.
+  - Idempotent - when an existing value for O(user) (from O(existing) or from the
+    C(rpcauth=) lines of O(conf_file)) still verifies against O(password), that value is
+    returned unchanged and RV(ignore:changed) is false. A new salt is drawn only when none
+    verifies.
+  - Writes nothing. The password never appears in the result, a diff or a log line.
+author:
+  - nodefleet.bitcoin contributors
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: The module only computes a value; check mode returns the same result.
+  diff_mode:
+    support: none
+    details: The module writes nothing, so there is nothing to diff.
+  platform:
+    platforms: posix
+options:
+  user:
+    description:
+      - RPC user name. Must not be empty and must not contain C(:), C($), C(#), C(=) or
+        whitespace (Core splits the value on C(:) and C($)).
+    type: str
+    required: true
+  password:
+    description:
+      - The user's RPC password. Never logged or returned.
+    type: str
+    required: true
+  salt:
+    description:
+      - 32 lowercase hex characters. When given, the result is deterministic (that salt is
+        used), and RV(ignore:changed) is false only when that exact value is already in
+        O(existing) or O(conf_file).
+    type: str
+  existing:
+    description:
+      - rpcauth values already deployed, C(user:salt$hash), with or without a leading
+        C(rpcauth=). Values of other users are ignored; malformed values fail the module.
+    type: list
+    elements: str
+    default: []
+  conf_file:
+    description:
+      - A bitcoin.conf to read C(rpcauth=) lines from (every section). A missing file counts
+        as no lines.
+    type: path
+seealso:
+  - module: nodefleet.bitcoin.bitcoind_instance
+notes:
+  - Several lines for one user are allowed by Core (useful for overlapping rotation); the
+    first one that verifies is kept.
+"""
+
+EXAMPLES = r"""
+- name: Derive (or keep) the rpcauth line for the monitoring user
+  nodefleet.bitcoin.rpcauth_derive:
+    user: monitor
+    password: "{{ vault_monitor_rpc_password }}"
+    conf_file: /var/lib/bitcoind/main1/bitcoin.conf
+  register: monitor_auth
+
+- name: Known-answer derivation with a fixed salt
+  nodefleet.bitcoin.rpcauth_derive:
+    user: alice
+    password: "{{ vault_alice_rpc_password }}"
+    salt: 0123456789abcdef0123456789abcdef
+
+- name: Keep a line that is already in the inventory
+  nodefleet.bitcoin.rpcauth_derive:
+    user: alice
+    password: "{{ vault_alice_rpc_password }}"
+    existing: "{{ alice_rpcauth_lines }}"
+"""
+
+RETURN = r"""
+rpcauth:
+  description: The rpcauth value, without the C(rpcauth=) prefix.
+  returned: success
+  type: str
+  sample: "alice:0123456789abcdef0123456789abcdef$5b6c...e1"
+line:
+  description: The bitcoin.conf line, C(rpcauth=<rpcauth>).
+  returned: success
+  type: str
+  sample: "rpcauth=alice:0123456789abcdef0123456789abcdef$5b6c...e1"
+user:
+  description: The user name.
+  returned: success
+  type: str
+  sample: alice
+changed:
+  description:
+    - false when an existing value for the user verified against the password and is
+      returned unchanged; true when a new value (new salt) was derived.
+  returned: always
+  type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils import rpcauth  # noqa: E402
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import ValidationError, read_text  # noqa: E402
+
+
+def collect_existing(existing: list, conf_text: str | None) -> list[str]:
+    """Normalised values from the ``existing`` option (strict) and the conf text (lenient)."""
+    values = [rpcauth.normalise(value, f"existing[{index}]") for index, value in enumerate(existing or [])]
+    return values + rpcauth.lines_from_conf(conf_text)
+
+
+def derive(params: dict, conf_text: str | None) -> dict:
+    """The module's result for ``params``; raises ValidationError on invalid input."""
+    user = rpcauth.check_user("user", params["user"])
+    password = rpcauth.check_password("password", params["password"])
+    salt = params.get("salt")
+    if salt is not None:
+        rpcauth.check_salt("salt", salt)
+    existing = collect_existing(params.get("existing") or [], conf_text)
+    value, changed = rpcauth.keep_or_derive(user, password, existing, salt=salt)
+    return {"changed": changed, "rpcauth": value, "line": rpcauth.PREFIX + value, "user": user}
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "user": {"type": "str", "required": True},
+            "password": {"type": "str", "required": True, "no_log": True},
+            "salt": {"type": "str"},
+            "existing": {"type": "list", "elements": "str", "default": []},
+            "conf_file": {"type": "path"},
+        },
+        supports_check_mode=True,
+    )
+    conf_text = None
+    conf_file = module.params["conf_file"]
+    if conf_file:
+        try:
+            conf_text = read_text(conf_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            module.fail_json(msg=f"conf_file: cannot read {conf_file}: {exc}")
+    try:
+        result = derive(module.params, conf_text)
+    except ValidationError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
