@@ -11,6 +11,7 @@ Usage in a test module under tests/integration::
                                              # tor_defaults_torrc, tor_user for tor_hidden_service
         service_dir = tor.service_root / "svc"   # an existing 0700 parent for HiddenServiceDirs
         tor.reload_count()                   # "Received reload signal" lines logged so far
+        tor.wait_for_reloads(n)              # wait (bounded) until n reloads are logged
         tor.restart()                        # stop, then start a new tor on the same data + config
 
 Or without pytest: ``with TorDaemon(tmp_dir) as tor: ...`` (started on enter, stopped on exit).
@@ -106,6 +107,15 @@ class TorDaemon:
     def reload_count(self) -> int:
         """How many SIGHUP reloads every tor started here has logged (the log is appended to)."""
         return self.log_text().count(RELOAD_LINE)
+
+    def wait_for_reloads(self, count: int, timeout: float = 10) -> int:
+        """Wait until at least ``count`` reloads are logged (tor logs one before acting on a SIGHUP)."""
+        deadline = time.monotonic() + timeout
+        while self.reload_count() < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"tor logged {self.reload_count()} reloads, not {count}, within {timeout} s")
+            time.sleep(0.05)
+        return self.reload_count()
 
     def wait_for_log(self, needle: str, start: int = 0, timeout: float = 15) -> str:
         """Wait until ``needle`` appears in the log after character ``start``; returns the new text."""
