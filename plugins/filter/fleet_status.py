@@ -14,6 +14,12 @@ Filters (all pure, no module_utils, no I/O):
     {ok, error, summary, supervisord, instances}}}``; instance entries are the module's
     (credentials are never part of them).
 
+``instances | nodefleet.bitcoin.fleet_status_targets(plan, rpc_user=None, home='/var/lib/bitcoind')``
+    The ``instances`` option of ``bitcoind_info`` from what the inventory knows: the role's
+    instances (defaults merged in), the ``port_plan`` filter's result, and one of each
+    instance's ``rpc_users`` (``rpc_user`` when given, else the first). Absent instances are
+    left out. Holds passwords: pass it straight to the module, never print it.
+
 ``result | nodefleet.bitcoin.fleet_status_prometheus(host, timestamp=None)``
     node_exporter textfile-collector text for one host: metrics prefixed
     ``nodefleet_bitcoind_``, each with ``# HELP`` and ``# TYPE``, labels
@@ -124,6 +130,49 @@ def format_state(instance: dict) -> str:
     if instance.get("unsupervised"):
         state += "!"  # answers RPC while supervisord does not run it
     return state
+
+
+# --------------------------------------------------------------------------- module input
+
+
+def fleet_status_targets(instances, plan, rpc_user=None, home="/var/lib/bitcoind") -> list:
+    """bitcoind_info ``instances`` from inventory instances + the port plan (see module docstring)."""
+    if not isinstance(instances, list):
+        raise AnsibleFilterError("fleet_status_targets: instances must be a list of dicts")
+    if not isinstance(plan, dict):
+        raise AnsibleFilterError("fleet_status_targets: plan must be the dict returned by port_plan")
+    targets = []
+    for instance in instances:
+        if not isinstance(instance, dict) or not instance.get("name"):
+            raise AnsibleFilterError("fleet_status_targets: every instance needs a name")
+        if instance.get("state", "present") == "absent":
+            continue
+        name = instance["name"]
+        if name not in plan:
+            raise AnsibleFilterError(f"fleet_status_targets: instance {name!r} is not in the port plan")
+        ports = plan[name]
+        target = {
+            "name": name,
+            "rpc_port": ports["rpc"],
+            "p2p_port": ports["p2p"],
+            "datadir": instance.get("datadir") or f"{home.rstrip('/')}/{name}",
+        }
+        for key in ("network", "impl", "tor_mode"):
+            if instance.get(key):
+                target[key] = instance[key]
+        if instance.get("tor_mode") != "clearnet":
+            target["onion_port"] = ports["onion"]
+        topics = instance.get("zmq_topics")
+        zmq = ports.get("zmq") or {}
+        target["zmq_ports"] = {t: zmq[t] for t in topics if t in zmq} if topics is not None else dict(zmq)
+        users = [u for u in instance.get("rpc_users") or [] if isinstance(u, dict) and u.get("user")]
+        if rpc_user:
+            users = [u for u in users if u["user"] == rpc_user]
+        if users:
+            target["rpc_user"] = users[0]["user"]
+            target["rpc_password"] = users[0].get("password", "")
+        targets.append(target)
+    return targets
 
 
 # --------------------------------------------------------------------------- table
@@ -400,4 +449,5 @@ class FilterModule:
             "fleet_status_table": fleet_status_table,
             "fleet_status_report": fleet_status_report,
             "fleet_status_prometheus": fleet_status_prometheus,
+            "fleet_status_targets": fleet_status_targets,
         }

@@ -12,6 +12,7 @@ from ansible_collections.nodefleet.bitcoin.plugins.filter.fleet_status import (
     fleet_status_prometheus,
     fleet_status_report,
     fleet_status_table,
+    fleet_status_targets,
     format_duration,
     format_progress,
 )
@@ -248,4 +249,76 @@ def test_prometheus_rejects_bad_arguments():
 
 
 def test_filter_names():
-    assert set(FilterModule().filters()) == {"fleet_status_table", "fleet_status_report", "fleet_status_prometheus"}
+    assert set(FilterModule().filters()) == {
+        "fleet_status_table",
+        "fleet_status_report",
+        "fleet_status_prometheus",
+        "fleet_status_targets",
+    }
+
+
+# --------------------------------------------------------------------------- module input
+
+PLAN = {
+    "a": {"rpc": 20000, "p2p": 20001, "onion": 20002, "zmq": {"rawblock": 20003, "rawtx": 20004}, "slot": 0},
+    "b": {"rpc": 20010, "p2p": 20011, "onion": 20012, "zmq": {"rawblock": 20013, "rawtx": 20014}, "slot": 1},
+}
+
+
+def test_targets_from_inventory_instances_and_port_plan():
+    instances = [
+        {
+            "name": "a",
+            "state": "present",
+            "impl": "knots",
+            "network": "signet",
+            "tor_mode": "tor-only",
+            "zmq_topics": ["rawblock"],
+            "rpc_users": [{"user": "admin", "password": "pw-admin"}, {"user": "monitor", "password": "pw-mon"}],
+        },
+        {"name": "b", "impl": "core", "network": "main", "tor_mode": "clearnet", "datadir": "/srv/b", "rpc_users": []},
+        {"name": "gone", "state": "absent"},
+    ]
+    targets = fleet_status_targets(instances, PLAN, home="/data/")
+    assert targets == [
+        {
+            "name": "a",
+            "rpc_port": 20000,
+            "p2p_port": 20001,
+            "onion_port": 20002,
+            "datadir": "/data/a",
+            "network": "signet",
+            "impl": "knots",
+            "tor_mode": "tor-only",
+            "zmq_ports": {"rawblock": 20003},
+            "rpc_user": "admin",
+            "rpc_password": "pw-admin",
+        },
+        {
+            "name": "b",
+            "rpc_port": 20010,
+            "p2p_port": 20011,
+            "datadir": "/srv/b",
+            "network": "main",
+            "impl": "core",
+            "tor_mode": "clearnet",
+            "zmq_ports": {"rawblock": 20013, "rawtx": 20014},
+        },
+    ]
+    chosen = fleet_status_targets(instances[:1], PLAN, rpc_user="monitor")[0]
+    assert (chosen["rpc_user"], chosen["rpc_password"]) == ("monitor", "pw-mon")
+    assert "rpc_user" not in fleet_status_targets(instances[:1], PLAN, rpc_user="nobody")[0]
+
+
+@pytest.mark.parametrize(
+    ("instances", "plan", "message"),
+    [
+        ("x", PLAN, "list"),
+        ([{"name": "a"}], [], "plan"),
+        ([{"impl": "core"}], PLAN, "name"),
+        ([{"name": "zzz"}], PLAN, "not in the port plan"),
+    ],
+)
+def test_targets_reject_bad_input(instances, plan, message):
+    with pytest.raises(Exception, match=message):
+        fleet_status_targets(instances, plan)
