@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Copyright: nodefleet.bitcoin contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# Build release-like archives of the stand-in bitcoind (tests/standin/bitcoind), one per
+# implementation, with SHA256SUMS and a multi-signer SHA256SUMS.asc made by three throwaway
+# GPG keys, plus negative fixtures. Tests and the offline demo install these exactly like
+# official releases. NOT BITCOIN: the archives contain the stand-in daemon only.
+#
+# Usage: tests/release/build_release.sh OUTDIR
+#
+# OUTDIR layout (see tests/standin/README.md):
+#   releases.json                       impl -> version, archive, topdir, sha256, dir
+#   signers.json                        the three signers: name, uid, fingerprint, key file
+#   signers/<name>.asc                  their public keys (ASCII armor)
+#   <impl>/<archive>                    bitcoin-<version>-x86_64-linux-gnu.tar.gz
+#   <impl>/SHA256SUMS                   sha256sum format, also lists other platforms' names
+#   <impl>/SHA256SUMS.asc               three concatenated detached signatures
+#   bad/wrong-checksum/                 core archive whose SHA256SUMS line does not match (signed by all)
+#   bad/one-signer/                     core release signed by signer1 only
+#   bad/unknown-key/                    core release signed by a key not in signers.json
+#                                       (its public key: bad/unknown-key/unknown-signer.asc)
+#   bad/tampered-sums/                  SHA256SUMS edited after signing (signatures are BAD)
+#   stamp                               sha256 of the inputs; a rebuild happens only when it changes
+#
+# Idempotent: when OUTDIR/stamp matches the stand-in's and this script's sha256, nothing is
+# done (keys are regenerated only on a rebuild). Uses only gpg, tar, gzip, sha256sum, python3.
+set -euo pipefail
+
+if [ "$#" -ne 1 ] || [ -z "$1" ]; then
+    echo "usage: $0 OUTDIR" >&2
+    exit 2
+fi
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+standin="$here/../standin/bitcoind"
+outdir="$(python3 -c 'import os,sys; print(os.path.abspath(sys.argv[1]))' "$1")"
+
+for tool in gpg tar gzip sha256sum python3; do
+    command -v "$tool" >/dev/null || { echo "build_release.sh: $tool is required" >&2; exit 1; }
+done
+[ -f "$standin" ] || { echo "build_release.sh: missing $standin" >&2; exit 1; }
+
+stamp="$(cat "$standin" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
+if [ -f "$outdir/stamp" ] && [ "$(cat "$outdir/stamp")" = "$stamp" ]; then
+    echo "build_release.sh: $outdir is up to date"
+    exit 0
+fi
+
+# impl | version (as in the archive name) | baked VERSION constant
+RELEASES=(
+    "core|30.0|30.0"
+    "knots|29.1.knots20250903|29.1.knots20250903"
+    "garbageman|29.1.knots20250903-garbageman1|29.1.knots20250903-garbageman1"
+)
+PLATFORM="x86_64-linux-gnu"
+OTHER_PLATFORMS=("aarch64-linux-gnu" "arm-linux-gnueabihf" "riscv64-linux-gnu")
+SIGNERS=(signer1 signer2 signer3)
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/nf-release.XXXXXX")"
+export GNUPGHOME="$work/gnupg"
+cleanup() {
+    gpgconf --kill all >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -m 0700 "$GNUPGHOME"
+build="$work/out"
+mkdir -p "$build/signers" "$build/bad"
+
+gen_key() {  # name -> prints fingerprint
+    local uid="nodefleet test $1 <$1@nodefleet.invalid>"
+    gpg --batch --quiet --pinentry-mode loopback --passphrase '' \
+        --quick-gen-key "$uid" ed25519 sign never 2>/dev/null
+    gpg --batch --with-colons --list-keys "$uid" 2>/dev/null | awk -F: '/^fpr:/ {print $10; exit}'
+}
+
+declare -A FPR
+for name in "${SIGNERS[@]}" unknown-signer; do
+    FPR[$name]="$(gen_key "$name")"
+done
+for name in "${SIGNERS[@]}"; do
+    gpg --batch --armor --export "${FPR[$name]}" > "$build/signers/$name.asc"
+done
+
+sign() {  # file out fpr...
+    local file="$1" out="$2"
+    shift 2
+    : > "$out"
+    for fpr in "$@"; do
+        gpg --batch --yes --pinentry-mode loopback --passphrase '' --armor --detach-sign \
+            --local-user "$fpr" --output - "$file" >> "$out"
+    done
+}
+
+make_archive() {  # impl version baked -> prints archive path
+    local impl="$1" version="$2" baked="$3"
+    local topdir="bitcoin-$version" stage="$work/stage-$1"
+    mkdir -p "$stage/$topdir/bin"
+    python3 - "$standin" "$stage/$topdir/bin/bitcoind" "$impl" "$baked" <<'PY'
+import re, sys
+src, dst, impl, version = sys.argv[1:]
+text = open(src, encoding="utf-8").read()
+text, n1 = re.subn(r'^IMPL = ".*"$', 'IMPL = "%s"' % impl, text, count=1, flags=re.M)
+text, n2 = re.subn(r'^VERSION = ".*"$', 'VERSION = "%s"' % version, text, count=1, flags=re.M)
+if n1 != 1 or n2 != 1:
+    sys.exit("build_release.sh: IMPL/VERSION constants not found in the stand-in")
+open(dst, "w", encoding="utf-8").write(text)
+PY
+    chmod 0755 "$stage/$topdir/bin/bitcoind"
+    local archive="$build/$impl/$topdir-$PLATFORM.tar.gz"
+    mkdir -p "$build/$impl"
+    tar --sort=name --mtime=@1700000000 --owner=0 --group=0 --numeric-owner --format=gnu \
+        -C "$stage" -cf - "$topdir" | gzip -n -9 > "$archive"
+    echo "$archive"
+}
+
+write_sums() {  # dir archive-name archive-path version
+    local dir="$1" name="$2" path="$3" version="$4"
+    {
+        for plat in "${OTHER_PLATFORMS[@]}"; do
+            other="bitcoin-$version-$plat.tar.gz"
+            printf '%s  %s\n' "$(printf '%s' "$other" | sha256sum | cut -d' ' -f1)" "$other"
+        done
+        printf '%s  %s\n' "$(sha256sum "$path" | cut -d' ' -f1)" "$name"
+    } | sort -k2 > "$dir/SHA256SUMS"
+}
+
+releases_json="["
+for entry in "${RELEASES[@]}"; do
+    IFS='|' read -r impl version baked <<< "$entry"
+    archive="$(make_archive "$impl" "$version" "$baked")"
+    name="$(basename "$archive")"
+    write_sums "$build/$impl" "$name" "$archive" "$version"
+    sign "$build/$impl/SHA256SUMS" "$build/$impl/SHA256SUMS.asc" \
+        "${FPR[signer1]}" "${FPR[signer2]}" "${FPR[signer3]}"
+    sha="$(sha256sum "$archive" | cut -d' ' -f1)"
+    releases_json+="$(printf '{"impl":"%s","version":"%s","archive":"%s","topdir":"bitcoin-%s","sha256":"%s","dir":"%s"},' \
+        "$impl" "$version" "$name" "$version" "$sha" "$impl")"
+done
+releases_json="${releases_json%,}]"
+
+# Negative fixtures, all built from the core release.
+core_name="bitcoin-30.0-$PLATFORM.tar.gz"
+for variant in wrong-checksum one-signer unknown-key tampered-sums; do
+    mkdir -p "$build/bad/$variant"
+    cp "$build/core/$core_name" "$build/bad/$variant/"
+    cp "$build/core/SHA256SUMS" "$build/bad/$variant/SHA256SUMS"
+done
+python3 - "$build/bad/wrong-checksum/SHA256SUMS" "$core_name" <<'PY'
+import sys
+path, name = sys.argv[1:]
+lines = []
+for line in open(path, encoding="utf-8"):
+    digest, fname = line.rstrip("\n").split("  ", 1)
+    if fname == name:
+        digest = digest[:-1] + ("0" if digest[-1] != "0" else "1")
+    lines.append("%s  %s\n" % (digest, fname))
+open(path, "w", encoding="utf-8").write("".join(lines))
+PY
+sign "$build/bad/wrong-checksum/SHA256SUMS" "$build/bad/wrong-checksum/SHA256SUMS.asc" \
+    "${FPR[signer1]}" "${FPR[signer2]}" "${FPR[signer3]}"
+sign "$build/bad/one-signer/SHA256SUMS" "$build/bad/one-signer/SHA256SUMS.asc" "${FPR[signer1]}"
+sign "$build/bad/unknown-key/SHA256SUMS" "$build/bad/unknown-key/SHA256SUMS.asc" "${FPR[unknown-signer]}"
+gpg --batch --armor --export "${FPR[unknown-signer]}" > "$build/bad/unknown-key/unknown-signer.asc"
+cp "$build/core/SHA256SUMS.asc" "$build/bad/tampered-sums/SHA256SUMS.asc"
+printf '%s  %s\n' "$(printf 'x' | sha256sum | cut -d' ' -f1)" "bitcoin-30.0-evil.tar.gz" \
+    >> "$build/bad/tampered-sums/SHA256SUMS"
+
+python3 - "$build" "$releases_json" "${SIGNERS[@]}" <<PY
+import json, sys
+build, releases = sys.argv[1], json.loads(sys.argv[2])
+fprs = {"signer1": "${FPR[signer1]}", "signer2": "${FPR[signer2]}", "signer3": "${FPR[signer3]}"}
+signers = [
+    {"name": n, "uid": "nodefleet test %s <%s@nodefleet.invalid>" % (n, n), "fingerprint": fprs[n],
+     "key_file": "signers/%s.asc" % n}
+    for n in sys.argv[3:]
+]
+json.dump({"signers": signers, "unknown_signer_fingerprint": "${FPR[unknown-signer]}"},
+          open(build + "/signers.json", "w"), indent=2, sort_keys=True)
+json.dump({"releases": releases, "platform": "$PLATFORM"}, open(build + "/releases.json", "w"), indent=2,
+          sort_keys=True)
+PY
+echo "$stamp" > "$build/stamp"
+
+# Replace OUTDIR in one step (a concurrent reader never sees a half-built tree).
+mkdir -p "$(dirname "$outdir")"
+if [ -e "$outdir" ]; then
+    old="$outdir.old.$$"
+    mv "$outdir" "$old"
+    mv "$build" "$outdir"
+    rm -rf "$old"
+else
+    mv "$build" "$outdir"
+fi
+echo "build_release.sh: built $outdir"
