@@ -1,0 +1,249 @@
+# Copyright: nodefleet.bitcoin contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""bitcoind_info end to end: stand-in daemons under a real supervisord, module run through ansible.
+
+Each test builds a small fleet on loopback: for every instance a datadir with the bitcoin.conf
+bitcoind_instance renders (module_utils.bitcoin_conf, tor-only so every socket is on
+127.0.0.1), scripted peers in ``<network_dir>/standin-peers.json``, and a
+``bitcoind-<name>.conf`` supervisord program that runs the stand-in. The module runs in
+discovery mode (program files + bitcoin.conf + credentials), exactly as on a node.
+
+The stand-in is ``tests/standin/bitcoind``; ``NODEFLEET_STANDIN=/path/to/daemon`` points the
+tests (and tests/bench/bench_status.py) at another build of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils import bitcoin_conf, rpcauth
+from ansible_collections.nodefleet.bitcoin.tests.integration.supervisord_fixture import (  # noqa: F401
+    supervisord,
+)
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ANSIBLE = os.path.join(ROOT, ".venv", "bin", "ansible")
+STANDIN = os.environ.get("NODEFLEET_STANDIN") or os.path.join(ROOT, "tests", "standin", "bitcoind")
+NETWORK = "regtest"
+RPC_USER = "monitor"
+ONION_TEMPLATE = "{:a<56}.onion"
+
+# Scripted peers (getpeerinfo entries with Core's field names) and the known answer.
+PEERS = [
+    {"id": 0, "addr": "127.0.0.1:50001", "subver": "/Satoshi:29.1.0/Knots:20250305/Garbageman:0.1/",
+     "services": "0000000020000409", "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": True},
+    {"id": 1, "addr": "127.0.0.1:50002", "subver": "/Satoshi:29.0.0/", "services": "0000000020000409",
+     "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": False},
+    {"id": 2, "addr": "127.0.0.1:50003", "subver": "/Satoshi:28.1.0/Knots:20250305/", "services": "0000000000000409",
+     "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": False},
+    {"id": 3, "addr": "127.0.0.1:50004", "subver": "/Satoshi:28.1.0/Knots:20250305/", "services": "0000000000000409",
+     "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": True},
+    {"id": 4, "addr": "127.0.0.1:50005", "subver": "/Satoshi:29.0.0/", "services": "0000000000000409",
+     "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": False},
+    {"id": 5, "addr": "127.0.0.1:50006", "subver": "/Satoshi:30.0.0/", "services": "0000000000000409",
+     "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": False},
+    {"id": 6, "addr": "127.0.0.1:50007", "subver": "/Satoshi:30.0.0/", "services": "0000000000000409",
+     "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": False},
+    {"id": 7, "addr": "127.0.0.1:50008", "subver": "/Satoshi:31.1.0/", "services": "0000000000000409",
+     "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": False},
+    {"id": 8, "addr": "127.0.0.1:50009", "subver": "/btcwire:0.5.0/btcd:0.24.2/", "services": "0000000000000009",
+     "servicesnames": ["NETWORK", "WITNESS"], "inbound": True},
+]  # fmt: skip
+BREAKDOWN = {"libre_relay": 2, "knots": 2, "core_v30_plus": 3, "core_pre_v30": 1, "other": 1}
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not os.path.exists(STANDIN),
+        reason=f"the stand-in daemon {STANDIN} has not landed yet (issue: stand-in bitcoind)",
+    ),
+]
+
+
+def free_ports(count: int) -> list:
+    """Distinct free loopback ports (held open together so no two are equal)."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def password_for(name: str) -> str:
+    return f"pw-{name}-Zq8"
+
+
+def write_instance(sv, name: str, root: str, impl: str = "core", peers=None, autorestart: bool = False) -> dict:
+    """Datadir, bitcoin.conf, scripted peers and the supervisord program file of one instance."""
+    datadir = os.path.join(root, name)
+    rpc, p2p, onion = free_ports(3)
+    normalised = bitcoin_conf.validate(
+        {
+            "name": name,
+            "impl": impl,
+            "network": NETWORK,
+            "datadir": datadir,
+            "rpc_port": rpc,
+            "p2p_port": p2p,
+            "onion_port": onion,
+            "tor_mode": "tor-only",
+            "onion_address": ONION_TEMPLATE.format(name.replace("-", "").lower()[:50]),
+            "rpcauth": [rpcauth.generate(RPC_USER, password_for(name))],
+        }
+    )
+    network_dir = bitcoin_conf.network_dir(datadir, NETWORK)
+    os.makedirs(network_dir, exist_ok=True)
+    conf_file = os.path.join(datadir, "bitcoin.conf")
+    with open(conf_file, "w", encoding="utf-8") as handle:
+        handle.write(bitcoin_conf.render(normalised))
+    os.chmod(conf_file, 0o600)
+    with open(os.path.join(network_dir, "standin-peers.json"), "w", encoding="utf-8") as handle:
+        json.dump(PEERS if peers is None else peers, handle)
+    sv.write_program(
+        f"bitcoind-{name}",
+        f"{STANDIN} -conf={conf_file} -datadir={datadir}",
+        startsecs=0,
+        autorestart=autorestart,
+        stopwaitsecs=10,
+    )
+    return {"name": name, "rpc_port": rpc, "datadir": datadir}
+
+
+def credentials(names) -> dict:
+    return {name: {"user": RPC_USER, "password": password_for(name)} for name in names}
+
+
+def run_info(sv, names, timeout: float = 5.0, check: bool = False, extra: dict | None = None) -> tuple:
+    """Run bitcoind_info through ansible (discovery mode); return (module result, wall seconds, raw stdout)."""
+    args = {
+        "credentials": credentials(names),
+        "conf_dir": sv.conf_dir,
+        "datadir_root": "/nonexistent",
+        "supervisor_url": sv.server_url,
+        "timeout": timeout,
+        **(extra or {}),
+    }
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
+        ANSIBLE_STDOUT_CALLBACK="json",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
+        ANSIBLE_LOCALHOST_WARNING="false",
+    )
+    cmd = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local", "-m", "nodefleet.bitcoin.bitcoind_info"]
+    cmd += ["-a", json.dumps(args), "-e", "ansible_python_interpreter=" + os.path.join(ROOT, ".venv", "bin", "python")]
+    if check:
+        cmd.append("--check")
+    started = time.monotonic()
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    wall = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return result, wall, proc.stdout
+
+
+def wait_all_up(sv, names, budget: float = 30.0) -> dict:
+    """Poll the module until every instance is up (past the stand-in's warm-up); bounded."""
+    deadline = time.monotonic() + budget
+    while True:
+        result, _, _ = run_info(sv, names)
+        states = {i["name"]: i["state"] for i in result["instances"]}
+        if all(state == "up" for state in states.values()):
+            return result
+        assert time.monotonic() < deadline, f"not all up within {budget}s: {states}"
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def continued_on_exit(pids):
+    """SIGCONT every pid we SIGSTOPped, whatever happens, so supervisord can stop it."""
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def test_breakdown_and_down_hung_reported_within_the_time_budget(supervisord, tmp_path):  # noqa: F811
+    sv = supervisord
+    names = ["gm", "knots", "core", "core2"]
+    for name, impl in zip(names, ("garbageman", "knots", "core", "core")):
+        write_instance(sv, name, str(tmp_path), impl=impl)
+    sv.update()
+    for name in names:
+        sv.wait_state(f"bitcoind-{name}", "RUNNING")
+
+    result = wait_all_up(sv, names)
+    by_name = {i["name"]: i for i in result["instances"]}
+    assert sorted(by_name) == sorted(names)
+    for name, impl in zip(names, ("garbageman", "knots", "core", "core")):
+        instance = by_name[name]
+        assert instance["peers"]["breakdown"] == BREAKDOWN, name
+        assert instance["peers"]["total"] == len(PEERS)
+        assert instance["peers"]["inbound"] == 3
+        assert instance["impl"] == impl  # from the conf header bitcoind_instance writes
+        assert instance["network"] == NETWORK
+        assert instance["tor_mode"] == "tor-only"
+        assert instance["supervisord"]["state"] == "RUNNING"
+        assert instance["supervisord"]["restarts"] == 0
+        assert instance["unsupervised"] is False
+        assert set(instance["tags"]) >= {NETWORK, impl, "tor-only"}
+
+    # kill one (autorestart=false: it stays down), hang another (SIGSTOP: RPC port open, no answer)
+    killed = sv.info("bitcoind-core")["pid"]
+    stopped = sv.info("bitcoind-knots")["pid"]
+    os.kill(killed, signal.SIGKILL)
+    sv.wait_state("bitcoind-core", ("EXITED", "STOPPED", "FATAL", "BACKOFF"))
+    with continued_on_exit([stopped]):
+        os.kill(stopped, signal.SIGSTOP)
+        timeout = 2.0
+        result, wall, stdout = run_info(sv, names, timeout=timeout)
+        states = {i["name"]: i["state"] for i in result["instances"]}
+        assert states == {"gm": "up", "knots": "hung", "core": "down", "core2": "up"}
+        # the module itself is bounded by one timeout (+0.5 s grace), whatever hangs
+        assert result["elapsed"] < timeout + 1.0, result["elapsed"]
+        assert wall < timeout + 15, wall  # ansible start-up included
+        down = next(i for i in result["instances"] if i["name"] == "core")
+        assert down["supervisord"]["state"] != "RUNNING"
+        assert "refused" in down["message"]
+        for name in names:
+            assert password_for(name) not in stdout
+
+        # check mode is read-only and gives the same states
+        checked, _, _ = run_info(sv, names, timeout=timeout, check=True)
+        assert {i["name"]: i["state"] for i in checked["instances"]} == states
+        assert checked["changed"] is False
+
+
+def test_restart_counted_and_wrong_password_is_auth_failed(supervisord, tmp_path):  # noqa: F811
+    sv = supervisord
+    write_instance(sv, "solo", str(tmp_path), peers=[])
+    sv.update()
+    sv.wait_state("bitcoind-solo", "RUNNING")
+    wait_all_up(sv, ["solo"])
+    client = sv.client()
+    client.call("stopProcess", "bitcoind-solo", True)
+    client.call("startProcess", "bitcoind-solo", True)
+    result = wait_all_up(sv, ["solo"])
+    solo = result["instances"][0]
+    assert solo["supervisord"]["restarts"] == 1
+    assert solo["peers"]["breakdown"] == dict.fromkeys(BREAKDOWN, 0)
+
+    bad = {"credentials": {"solo": {"user": RPC_USER, "password": "not-the-password"}}}
+    result, _, stdout = run_info(sv, ["solo"], extra=bad)
+    assert result["instances"][0]["state"] == "auth_failed"
+    assert "not-the-password" not in stdout
