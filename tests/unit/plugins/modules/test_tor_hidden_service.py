@@ -3,7 +3,7 @@
 """Unit tests for tor_hidden_service: argument handling, validation, planning, check mode.
 
 These run the module's main() in-process against temp directories; nothing here needs a
-running tor (the paths that reload tor are covered by tests/integration/test_tor_hidden_service.py).
+running tor (the paths that reload tor are covered by tests/integration/test_tor_hidden_service_module.py).
 """
 
 from __future__ import annotations
