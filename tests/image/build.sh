@@ -4,6 +4,7 @@
 #
 #   tests/image/build.sh            build if needed; print the image name on the last line
 #   tests/image/build.sh --print    print the image name for the current recipe, build nothing
+#   tests/image/build.sh --mirror   print the Debian mirror a build would use, build nothing
 #
 # Tag: localhost/nodefleet-node:<recipe hash>, also tagged :latest. The recipe is this script,
 # packages.txt and everything under files/; when an image with the recipe's tag exists,
@@ -13,7 +14,8 @@
 #
 # The Debian mirror is the one the host's apt uses (first `deb` source for the suite in
 # /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list); NODEFLEET_DEBIAN_MIRROR
-# overrides it. Needs root, debootstrap and podman (scripts/setup.sh installs them).
+# overrides it (NODEFLEET_APT_SOURCES_DIR / NODEFLEET_APT_SOURCES_LIST replace the two
+# paths, for tests). Needs root, debootstrap and podman (scripts/setup.sh installs them).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +24,8 @@ REPO=localhost/nodefleet-node
 SUITE=bookworm
 VARIANT=minbase
 CACHE_DIR=${NODEFLEET_IMAGE_CACHE:-$ROOT/.cache/nodefleet-image}
+APT_SOURCES_DIR=${NODEFLEET_APT_SOURCES_DIR:-/etc/apt/sources.list.d}
+APT_SOURCES_LIST=${NODEFLEET_APT_SOURCES_LIST:-/etc/apt/sources.list}
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -44,7 +48,7 @@ recipe_hash() {
 # First mirror URI that serves $SUITE according to the host's apt configuration.
 host_mirror() {
   local f uri
-  for f in /etc/apt/sources.list.d/*.sources; do
+  for f in "$APT_SOURCES_DIR"/*.sources; do
     [ -f "$f" ] || continue
     uri=$(awk -v suite="$SUITE" '
       function flush() {
@@ -63,11 +67,11 @@ host_mirror() {
     ' "$f")
     if [ -n "$uri" ]; then printf '%s\n' "$uri"; return 0; fi
   done
-  if [ -f /etc/apt/sources.list ]; then
+  if [ -f "$APT_SOURCES_LIST" ]; then
     uri=$(awk -v suite="$SUITE" '
       $1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
                     if ($(i + 1) == suite) { print $i; exit } }
-    ' /etc/apt/sources.list)
+    ' "$APT_SOURCES_LIST")
     if [ -n "$uri" ]; then printf '%s\n' "$uri"; return 0; fi
   fi
   return 1
@@ -76,10 +80,14 @@ host_mirror() {
 HASH=$(recipe_hash)
 IMAGE=$REPO:$HASH
 
-if [ "${1:-}" = --print ]; then
-  echo "$IMAGE"
-  exit 0
-fi
+case "${1:-}" in
+  --print) echo "$IMAGE"; exit 0 ;;
+  --mirror)
+    mirror=${NODEFLEET_DEBIAN_MIRROR:-$(host_mirror)} || die "no apt source for $SUITE found; set NODEFLEET_DEBIAN_MIRROR"
+    echo "$mirror"; exit 0 ;;
+  "") ;;
+  *) die "unknown argument: $1 (use --print, --mirror or nothing)" ;;
+esac
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, podman as root)"
 
 mkdir -p "$CACHE_DIR"
@@ -121,7 +129,7 @@ if [ -f "$STAGE1" ]; then
   log "debootstrap cache hit: $STAGE1"
   tar --numeric-owner --xattrs -xpf "$STAGE1" -C "$ROOTFS"
 else
-  MIRROR=${NODEFLEET_DEBIAN_MIRROR:-$(host_mirror)} || die "no apt source for $SUITE found in /etc/apt; set NODEFLEET_DEBIAN_MIRROR"
+  MIRROR=${NODEFLEET_DEBIAN_MIRROR:-$(host_mirror)} || die "no apt source for $SUITE found; set NODEFLEET_DEBIAN_MIRROR"
   log "debootstrap $SUITE ($VARIANT) from $MIRROR with: $INCLUDE"
   debootstrap --variant="$VARIANT" --include="$INCLUDE" "$SUITE" "$ROOTFS" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
     tail -n 30 "$WORK/debootstrap.log" >&2
