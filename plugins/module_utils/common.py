@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: nodefleet.bitcoin contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Shared helpers for nodefleet.bitcoin modules.
@@ -87,7 +86,7 @@ def check_unique_ports(ports: dict[str, int]) -> None:
 def read_text(path: str) -> str | None:
     """Return the file's text, or None when it does not exist."""
     try:
-        with open(path, "r", encoding="utf-8") as handle:
+        with open(path, encoding="utf-8") as handle:
             return handle.read()
     except FileNotFoundError:
         return None
