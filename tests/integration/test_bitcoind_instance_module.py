@@ -8,13 +8,18 @@ CI), so nothing system-wide is created. Each ansible run is bounded by a timeout
 
 from __future__ import annotations
 
+import base64
 import grp
 import json
 import os
 import pwd
+import socket
 import stat
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import rpcauth
@@ -243,3 +248,88 @@ def test_purge_refuses_a_directory_it_does_not_manage(tmp_path):
     result, _out = run_module({"name": "empty", "datadir": str(empty), "state": "absent", "purge": True})
     assert result.get("failed") is True and result["msg"].startswith("purge: ")
     assert empty.is_dir()
+
+
+# --------------------------------------------------------------------------- with the stand-in daemon
+
+STANDIN = os.path.join(REPO, "tests", "standin", "bitcoind")
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def rpc_status(port: int, user: str, password: str) -> int:
+    """HTTP status of a getblockchaininfo call with Basic auth (0 when nothing answers)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/",
+        data=json.dumps({"jsonrpc": "1.0", "id": 1, "method": "getblockchaininfo", "params": []}).encode(),
+        headers={"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - fixed http://127.0.0.1 URL
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+@pytest.mark.parametrize("network", ["main", "test", "testnet4", "signet", "regtest"])
+def test_standin_accepts_the_config_and_the_rpc_users_password(tmp_path, network):
+    """The stand-in applies Core's section rules and rpcauth check: the rendered file must pass both."""
+    rpc, p2p, onion, zmq = free_ports(4)
+    args = {
+        "name": "sa1",
+        "network": network,
+        "datadir": str(tmp_path / "sa1"),
+        "owner": OWNER,
+        "group": GROUP,
+        "rpc_port": rpc,
+        "p2p_port": p2p,
+        "onion_port": onion,
+        "zmq_ports": {"hashblock": zmq},
+        "onion_address": ONION,
+        "rpc_users": [{"user": "alice", "password": PASSWORD}],
+        "extra_options": {"addnode": "127.0.0.1:1025"},
+    }
+    result, _out = run_module(args)
+    assert result["changed"] is True
+    env = dict(os.environ, NODEFLEET_STANDIN_WARMUP="0", NODEFLEET_STANDIN_FLUSH_SECONDS="0")
+    log = open(tmp_path / "standin.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [sys.executable, STANDIN, "-conf=" + result["conf_file"], "-datadir=" + result["datadir"]],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        status = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            status = rpc_status(rpc, "alice", PASSWORD)
+            if status == 200:
+                break
+            time.sleep(0.2)
+        assert status == 200, (proc.poll(), (tmp_path / "standin.log").read_text())
+        assert rpc_status(rpc, "alice", PASSWORD + "x") == 401
+        assert os.path.isdir(result["network_dir"])
+        assert os.path.isfile(os.path.join(result["network_dir"], "debug.log"))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        log.close()
