@@ -1,0 +1,445 @@
+# Copyright: nodefleet.bitcoin contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Self-tests of the chaos tooling (run by scripts/chaos.sh before the matrix):
+the judge (chaos.py), the matrix data and the probe's pure parts."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+
+import pytest
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+chaos = _load("chaos_tool", os.path.join(HERE, "chaos.py"))
+probe = _load("chaos_probe", os.path.join(HERE, "files", "chaos_probe.py"))
+
+with open(os.path.join(HERE, "matrix.yml"), encoding="utf-8") as _fh:
+    MATRIX = yaml.safe_load(_fh)
+
+TARGETS = {"instance", "all", "tor", "supervisord", "node"}
+PROCESS = {"sigterm", "sigkill", "sigstop"}
+DRIFT = {
+    "rpcauth_edit",
+    "program_file_deleted",
+    "torrc_dropin_deleted",
+    "onion_dir_deleted",
+    "port_taken",
+    "stale_lock",
+}
+
+
+# ---------------------------------------------------------------------------- matrix data
+@pytest.mark.parametrize("cell", MATRIX["cells"], ids=lambda c: c["id"])
+def test_matrix_cell_is_runnable(cell):
+    cell = {**MATRIX["defaults"], **cell}
+    assert cell["target"] in TARGETS
+    assert cell["fault"] in PROCESS | DRIFT | {"crashloop", "restart"}
+    assert cell["timing"] in ("steady", "startup")
+    assert cell["recovery"] in ("supervision", "heal", "converge")
+    if cell["fault"] == "sigstop":
+        assert cell["recovery"] == "heal", "a hang is never seen by supervision"
+    if cell["fault"] in DRIFT - {"stale_lock", "port_taken"} or cell["fault"] == "crashloop":
+        assert cell["recovery"] == "converge"
+    if cell["fault"] in DRIFT | {"crashloop"}:
+        assert cell["target"] == "instance"
+    if cell["target"] == "node":
+        assert cell["fault"] == "restart"
+
+
+def test_matrix_covers_the_issue():
+    cells = [{**MATRIX["defaults"], **c} for c in MATRIX["cells"] if not c.get("manual")]
+    seen = {(c["target"], c["fault"]) for c in cells}
+    for target in ("instance", "all", "tor", "supervisord"):
+        for fault in PROCESS:
+            assert (target, fault) in seen, (target, fault)
+    assert ("node", "restart") in seen
+    assert DRIFT | {"crashloop"} <= {c["fault"] for c in cells}
+    assert {c["target"] for c in cells if c["timing"] == "startup"} >= {"instance", "supervisord"}
+    kill = next(c for c in cells if c["id"] == "instance-sigkill-steady")
+    assert kill["repeat"] >= 10 and kill["budget_ms"] <= 5000
+    sv = next(c for c in cells if c["id"] == "supervisord-sigkill-steady")
+    assert sv["budget_ms"] <= 20000
+
+
+def test_select_sets():
+    ci = chaos.select_cells(MATRIX, "ci")
+    full = chaos.select_cells(MATRIX, "full")
+    assert 0 < len(ci) < len(full)
+    assert all(c["ci"] for c in ci)
+    assert not any(c.get("manual") for c in full)
+    only = chaos.select_cells(MATRIX, "ci", ["control-supervisord-sigkill-without-dropin"])
+    assert [c["id"] for c in only] == ["control-supervisord-sigkill-without-dropin"]
+    assert only[0]["node"] == MATRIX["defaults"]["node"]  # defaults merged
+
+
+@pytest.mark.parametrize(
+    "matrix, set_name, only, error",
+    [
+        ({"cells": [{"id": "a"}, {"id": "a"}]}, "full", None, "duplicate"),
+        ({"cells": [{"id": "a"}]}, "full", ["b"], "unknown cell"),
+        ({"cells": [{"id": "a"}]}, "nightly", None, "unknown set"),
+    ],
+)
+def test_select_errors(matrix, set_name, only, error):
+    with pytest.raises(ValueError, match=error):
+        chaos.select_cells(matrix, set_name, only)
+
+
+# ---------------------------------------------------------------------------- playbook summary
+def test_summarize_playbook_counts_and_failures():
+    output = "some warning\n" + json.dumps(
+        {
+            "plays": [
+                {
+                    "tasks": [
+                        {"task": {"name": "ok task"}, "hosts": {"n1": {"changed": True}}},
+                        {
+                            "task": {"name": "Start programs"},
+                            "hosts": {"n1": {"failed": True, "msg": "bitcoind-core-regtest is FATAL: bind failed"}},
+                        },
+                        {"task": {"name": "ignored"}, "hosts": {"n1": {"failed": True, "ignore_errors": True}}},
+                        {
+                            "task": {"name": "loop"},
+                            "hosts": {
+                                "n2": {"failed": True, "msg": "", "results": [{"failed": True, "msg": "item x"}]}
+                            },
+                        },
+                    ]
+                }
+            ],
+            "stats": {"n1": {"changed": 2, "failures": 1}, "n2": {"changed": 0, "failures": 1, "unreachable": 0}},
+        }
+    )
+    summary = chaos.summarize_playbook(output, 2, 1234)
+    assert summary["changed"] == 2 and summary["failed"] == 2 and summary["rc"] == 2
+    assert [f["task"] for f in summary["failures"]] == ["Start programs", "loop"]
+    assert "FATAL" in summary["failures"][0]["msg"]
+    assert summary["failures"][1]["msg"] == "item x"
+
+
+def test_summarize_playbook_unparsable_output():
+    summary = chaos.summarize_playbook("ERROR! the playbook could not be found", 1, 5)
+    assert not summary["parsed"] and summary["rc"] == 1 and summary["changed"] == 0
+
+
+@pytest.mark.parametrize(
+    "values, pct, expected",
+    [
+        ([5], 95, 5),
+        (list(range(1, 11)), 95, 10),
+        (list(range(1, 11)), 50, 5),
+        (list(range(1, 21)), 95, 19),
+        ([], 50, None),
+    ],
+)
+def test_percentile_nearest_rank(values, pct, expected):
+    assert chaos.percentile(values, pct) == expected
+
+
+# ---------------------------------------------------------------------------- the judge
+def _inst(pid, started, onion, blocks=5):
+    return {
+        "program_pid": pid,
+        "program_state": "RUNNING",
+        "started_ms": started,
+        "uptime_s": 10,
+        "onion": onion,
+        "rpcauth": ["demo:aa$bb"],
+        "blocks": blocks,
+        "rpc_ok": True,
+        "daemons": [{"pid": pid, "ppid": 100, "state": "S"}],
+    }
+
+
+def _node(pids, started=1000, sv=100, tor=200):
+    return {
+        "supervisord": {"pids": [sv], "main_pid": sv, "xmlrpc_ok": True},
+        "tor": {"pids": [tor], "socks_ok": True},
+        "instances": {name: _inst(pid, started, f"{name}.onion") for name, pid in pids.items()},
+    }
+
+
+def _passing_raw():
+    before = {"n1": _node({"a": 11, "b": 12}), "n2": _node({"c": 21})}
+    after = copy.deepcopy(before)
+    after["n1"]["instances"]["a"].update({"program_pid": 31, "started_ms": 9000})
+    after["n1"]["instances"]["a"]["daemons"] = [{"pid": 31, "ppid": 100, "state": "S"}]
+    return {
+        "cell": {
+            "id": "instance-sigkill-steady",
+            "target": "instance",
+            "fault": "sigkill",
+            "timing": "steady",
+            "recovery": "supervision",
+            "node": "n1",
+            "names": ["a"],
+            "repeat": 1,
+            "budget_ms": 5000,
+        },
+        "attempts": [
+            {
+                "before": before,
+                "after": after,
+                "injected": {"t0_ms": 1, "detail": {"pids": {"a": 11}}},
+                "wait": {"recovered": True, "ttr_ms": {"a": 1800}, "max_ttr_ms": 1800},
+                "heal": None,
+                "converges": [],
+            }
+        ],
+        "idempotence": {"rc": 0, "changed": 0, "failed": 0, "changed_by_host": {"n1": 0}, "duration_ms": 9},
+        "error": "",
+    }
+
+
+def _failed(result):
+    return sorted({c["name"] for c in result["checks"] if not c["ok"]})
+
+
+def test_evaluate_passing_cell():
+    result = chaos.evaluate(_passing_raw())
+    assert result["outcome"] == "pass", _failed(result)
+    assert result["time_to_recovery_ms"] == 1800
+    names = {c["name"] for c in result["checks"]}
+    assert {
+        "recovered",
+        "recovered_by_supervision_alone",
+        "target_daemon_replaced",
+        "onion_addresses_unchanged",
+        "rpcauth_lines_unchanged",
+        "chain_height_unchanged",
+        "one_daemon_per_datadir_no_orphans",
+        "untargeted_instances_untouched",
+        "second_converge_changes_nothing",
+        "time_to_recovery_within_budget",
+    } <= names
+
+
+def _orphan(raw):
+    raw["attempts"][0]["after"]["n1"]["instances"]["a"]["daemons"].append({"pid": 11, "ppid": 1, "state": "S"})
+
+
+def _onion(raw):
+    raw["attempts"][0]["after"]["n1"]["instances"]["b"]["onion"] = "other.onion"
+
+
+def _auth(raw):
+    raw["attempts"][0]["after"]["n2"]["instances"]["c"]["rpcauth"] = ["demo:cc$dd"]
+
+
+def _chain(raw):
+    raw["attempts"][0]["after"]["n1"]["instances"]["a"]["blocks"] = 4
+
+
+def _bystander(raw):
+    raw["attempts"][0]["after"]["n1"]["instances"]["b"]["started_ms"] = 8000
+
+
+def _not_killed(raw):
+    raw["attempts"][0]["after"]["n1"]["instances"]["a"]["program_pid"] = 11
+    raw["attempts"][0]["after"]["n1"]["instances"]["a"]["daemons"] = [{"pid": 11, "ppid": 100, "state": "S"}]
+
+
+def _slow(raw):
+    raw["attempts"][0]["wait"].update({"max_ttr_ms": 7000, "ttr_ms": {"a": 7000}})
+
+
+def _not_back(raw):
+    raw["attempts"][0]["wait"] = {"recovered": False, "not_recovered": ["a"], "max_ttr_ms": None}
+
+
+def _converged(raw):
+    raw["attempts"][0]["converges"] = [{"rc": 0, "changed": 3, "failed": 0}]
+
+
+def _not_idempotent(raw):
+    raw["idempotence"]["changed"] = 1
+
+
+def _two_supervisords(raw):
+    raw["attempts"][0]["after"]["n2"]["supervisord"]["pids"] = [100, 555]
+
+
+def _crashed_framework(raw):
+    raw["error"] = "probe inject failed"
+
+
+@pytest.mark.parametrize(
+    "mutate, failing",
+    [
+        (_orphan, ["one_daemon_per_datadir_no_orphans"]),
+        (_onion, ["onion_addresses_unchanged"]),
+        (_auth, ["rpcauth_lines_unchanged"]),
+        (_chain, ["chain_height_unchanged"]),
+        (_bystander, ["untargeted_instances_untouched"]),
+        (_not_killed, ["target_daemon_replaced", "untargeted_instances_untouched"][:1]),
+        (_slow, ["time_to_recovery_within_budget"]),
+        (_not_back, ["recovered", "time_to_recovery_within_budget"]),
+        (_converged, ["recovered_by_supervision_alone"]),
+        (_not_idempotent, ["second_converge_changes_nothing"]),
+        (_two_supervisords, ["one_daemon_per_datadir_no_orphans"]),
+        (_crashed_framework, ["framework_ran_to_completion"]),
+    ],
+    ids=lambda v: getattr(v, "__name__", None),
+)
+def test_evaluate_detects_each_failure(mutate, failing):
+    raw = _passing_raw()
+    mutate(raw)
+    result = chaos.evaluate(raw)
+    assert result["outcome"] == "fail"
+    assert _failed(result) == sorted(failing)
+
+
+def test_evaluate_tor_target_allows_no_instance_restart():
+    raw = _passing_raw()
+    raw["cell"].update({"target": "tor", "names": [], "id": "tor-sigkill-steady", "budget_ms": None})
+    att = raw["attempts"][0]
+    att["after"]["n1"]["tor"]["pids"] = [201]
+    # the instance "a" restarted (from _passing_raw): a tor fault must not do that
+    assert _failed(chaos.evaluate(raw)) == ["untargeted_instances_untouched"]
+    att["after"] = copy.deepcopy(att["before"])
+    att["after"]["n1"]["tor"]["pids"] = [201]
+    assert chaos.evaluate(raw)["outcome"] == "pass"
+    att["after"]["n1"]["tor"]["pids"] = [200]  # tor was never replaced: the fault did nothing
+    assert _failed(chaos.evaluate(raw)) == ["tor_replaced"]
+
+
+def test_evaluate_port_taken_needs_a_clear_failure_then_one_converge():
+    raw = _passing_raw()
+    raw["cell"].update(
+        {"id": "drift-port-taken", "fault": "port_taken", "recovery": "converge", "expect_converge_failure": True}
+    )
+    raw["cell"].pop("budget_ms")
+    att = raw["attempts"][0]
+    att["injected"]["detail"] = {"bound": True, "port": 20001}
+    failing = {"rc": 2, "changed": 0, "failed": 1, "failures": [{"msg": "bitcoind-a is FATAL: Unable to bind"}]}
+    fixing = {"rc": 0, "changed": 1, "failed": 0}
+    att["converges"] = [failing, fixing]
+    assert chaos.evaluate(raw)["outcome"] == "pass", _failed(chaos.evaluate(raw))
+    att["converges"] = [dict(failing, failures=[{"msg": "something failed"}]), fixing]
+    assert _failed(chaos.evaluate(raw)) == ["converge_fails_clearly_while_port_taken"]
+    att["converges"] = [failing, dict(fixing, rc=2, failed=1)]
+    assert _failed(chaos.evaluate(raw)) == ["recovered_by_one_converge"]
+
+
+def test_evaluate_repeat_reports_percentiles_and_budget():
+    raw = _passing_raw()
+    raw["cell"]["repeat"] = 10
+    base = raw["attempts"][0]
+    raw["attempts"] = []
+    for ms in (1000, 1100, 1200, 1300, 1400, 1500, 1600, 1700, 1800, 6000):
+        att = copy.deepcopy(base)
+        att["wait"].update({"max_ttr_ms": ms})
+        raw["attempts"].append(att)
+    result = chaos.evaluate(raw)
+    ttr = result["time_to_recovery_ms"]
+    assert (ttr["p50"], ttr["p95"], ttr["max"]) == (1400, 6000, 6000)
+    assert "p95_within_budget" in _failed(result)
+    raw["attempts"][-1]["wait"]["max_ttr_ms"] = 1900
+    assert chaos.evaluate(raw)["outcome"] == "pass"
+    raw["attempts"].pop()
+    assert "all_attempts_ran" in _failed(chaos.evaluate(raw))
+
+
+def test_startup_timing_must_hit_starting_state():
+    raw = _passing_raw()
+    raw["cell"]["timing"] = "startup"
+    raw["attempts"][0]["injected"]["detail"]["startup"] = {"states_at_fault": {"a": "STARTING"}}
+    assert chaos.evaluate(raw)["outcome"] == "pass"
+    raw["attempts"][0]["injected"]["detail"]["startup"] = {"states_at_fault": {"a": "RUNNING"}}
+    assert _failed(chaos.evaluate(raw)) == ["fault_inside_startsecs"]
+
+
+# ---------------------------------------------------------------------------- report
+def test_render_and_replace_table():
+    result = chaos.evaluate(_passing_raw())
+    bad = chaos.evaluate({**_passing_raw(), "error": "boom"})
+    table = chaos.render_table([result, bad])
+    assert "| instance-sigkill-steady | instance | sigkill | steady | supervision | pass | 1800 ms |" in table
+    assert "**fail**" in table and "failed: framework_ran_to_completion" in table
+    assert "1 of 2 cells passed." in table
+    doc = f"intro\n{chaos.TABLE_BEGIN}\nold\n{chaos.TABLE_END}\nend\n"
+    new = chaos.replace_table(doc, table, "Latest full run")
+    assert new.startswith("intro\n") and new.endswith("end\n") and "old" not in new and table in new
+    with pytest.raises(ValueError):
+        chaos.replace_table("no markers", table, "x")
+
+
+def test_format_ttr():
+    assert chaos.format_ttr(None) == "-"
+    assert chaos.format_ttr(1234) == "1234 ms"
+    assert chaos.format_ttr({"p50": 1, "p95": 2, "max": 3, "samples": [1, 2, 3]}) == "p50 1 / p95 2 / max 3 ms (n=3)"
+
+
+# ---------------------------------------------------------------------------- probe
+CONF = """# Managed by nodefleet.bitcoin
+chain=regtest
+server=1
+rpcauth=demo:0123$abcd
+rpcauth=monitor:4567$ef01
+externalip=x.onion
+
+[regtest]
+port=20001
+rpcport=20000
+bind=127.0.0.1:20001
+bind=127.0.0.1:20002=onion
+rpcbind=127.0.0.1
+rpcallowip=127.0.0.1
+"""
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            CONF,
+            {
+                "chain": "regtest",
+                "rpcport": 20000,
+                "p2pport": 20001,
+                "rpchost": "127.0.0.1",
+                "p2pbind": "127.0.0.1",
+                "rpcauth": ["demo:0123$abcd", "monitor:4567$ef01"],
+            },
+        ),
+        (
+            "chain=signet\nrpcauth=a:1$2\n[signet]\nport=9\nrpcport=8\nbind=0.0.0.0:9\n[main]\nrpcport=1\n",
+            {"chain": "signet", "rpcport": 8, "p2pport": 9, "p2pbind": "0.0.0.0", "rpcauth": ["a:1$2"]},
+        ),
+        ("", {"chain": "main", "rpcport": None, "rpcauth": []}),
+        ("regtest=1\n" + probe.BROKEN_LINE + "\n[regtest]\nrpcport=5\n", {"chain": "regtest", "rpcport": 5}),
+    ],
+)
+def test_probe_parse_conf(text, expected):
+    parsed = probe.parse_conf(text)
+    assert {k: parsed[k] for k in expected} == expected
+
+
+def test_probe_recognises_bitcoind_processes():
+    table = [
+        {
+            "pid": 5,
+            "ppid": 1,
+            "state": "S",
+            "argv": ["/usr/bin/python3", "/opt/bitcoin/core/bin/bitcoind", "-datadir=/d/a"],
+        },
+        {"pid": 6, "ppid": 1, "state": "S", "argv": ["/opt/bitcoin/core/bin/bitcoind", "-conf=x", "-datadir=/d/b/"]},
+        {"pid": 7, "ppid": 1, "state": "S", "argv": ["python3", "-c", "pass", "-datadir=/d/a"]},
+        {"pid": 8, "ppid": 1, "state": "S", "argv": ["/usr/bin/bitcoin-cli", "-datadir=/d/a"]},
+    ]
+    found = probe.daemons_by_datadir(table)
+    assert sorted(found) == ["/d/a", "/d/b"]
+    assert [d["pid"] for d in found["/d/a"]] == [5]
