@@ -35,27 +35,26 @@ NETWORK = "regtest"
 RPC_USER = "monitor"
 ONION_TEMPLATE = "{:a<56}.onion"
 
-# Scripted peers (getpeerinfo entries with Core's field names) and the known answer.
+# Scripted peers (the stand-in's standin-peers.json keys, Core's getpeerinfo names) and the known answer.
+BIT29 = "0000000020000409"  # NETWORK | WITNESS | NETWORK_LIMITED | Libre Relay bit 29
+PLAIN = "0000000000000409"  # NETWORK | WITNESS | NETWORK_LIMITED
+
+
+def peer(n: int, subver: str, services: str, inbound: bool) -> dict:
+    return {"addr": f"127.0.0.1:{50000 + n}", "subver": subver, "services": services, "inbound": inbound}
+
+
 PEERS = [
-    {"id": 0, "addr": "127.0.0.1:50001", "subver": "/Satoshi:29.1.0/Knots:20250305/Garbageman:0.1/",
-     "services": "0000000020000409", "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": True},
-    {"id": 1, "addr": "127.0.0.1:50002", "subver": "/Satoshi:29.0.0/", "services": "0000000020000409",
-     "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": False},
-    {"id": 2, "addr": "127.0.0.1:50003", "subver": "/Satoshi:28.1.0/Knots:20250305/", "services": "0000000000000409",
-     "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": False},
-    {"id": 3, "addr": "127.0.0.1:50004", "subver": "/Satoshi:28.1.0/Knots:20250305/", "services": "0000000000000409",
-     "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": True},
-    {"id": 4, "addr": "127.0.0.1:50005", "subver": "/Satoshi:29.0.0/", "services": "0000000000000409",
-     "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": False},
-    {"id": 5, "addr": "127.0.0.1:50006", "subver": "/Satoshi:30.0.0/", "services": "0000000000000409",
-     "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": False},
-    {"id": 6, "addr": "127.0.0.1:50007", "subver": "/Satoshi:30.0.0/", "services": "0000000000000409",
-     "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": False},
-    {"id": 7, "addr": "127.0.0.1:50008", "subver": "/Satoshi:31.1.0/", "services": "0000000000000409",
-     "servicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED"], "inbound": False},
-    {"id": 8, "addr": "127.0.0.1:50009", "subver": "/btcwire:0.5.0/btcd:0.24.2/", "services": "0000000000000009",
-     "servicesnames": ["NETWORK", "WITNESS"], "inbound": True},
-]  # fmt: skip
+    peer(1, "/Satoshi:29.1.0/Knots:20250305/Garbageman:0.1/", BIT29, True),  # libre_relay (UA and bit)
+    peer(2, "/Satoshi:29.0.0/", BIT29, False),  # libre_relay (bit only)
+    peer(3, "/Satoshi:28.1.0/Knots:20250305/", PLAIN, False),  # knots
+    peer(4, "/Satoshi:28.1.0/Knots:20250305/", PLAIN, True),  # knots
+    peer(5, "/Satoshi:29.0.0/", PLAIN, False),  # core_pre_v30
+    peer(6, "/Satoshi:30.0.0/", PLAIN, False),  # core_v30_plus
+    peer(7, "/Satoshi:30.0.0/", PLAIN, False),  # core_v30_plus
+    peer(8, "/Satoshi:31.1.0/", PLAIN, False),  # core_v30_plus
+    peer(9, "/btcwire:0.5.0/btcd:0.24.2/", "0000000000000009", True),  # other
+]
 BREAKDOWN = {"libre_relay": 2, "knots": 2, "core_v30_plus": 3, "core_pre_v30": 1, "other": 1}
 
 pytestmark = [
