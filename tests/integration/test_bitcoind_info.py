@@ -115,6 +115,8 @@ def write_instance(sv, name: str, root: str, impl: str = "core", peers=None, aut
         f"{STANDIN} -conf={conf_file} -datadir={datadir}",
         startsecs=0,
         autorestart=autorestart,
+        # short warm-up and flush: the tests wait for both
+        environment='NODEFLEET_STANDIN_WARMUP="1",NODEFLEET_STANDIN_FLUSH_SECONDS="0.2"',
         stopwaitsecs=10,
     )
     return {"name": name, "rpc_port": rpc, "datadir": datadir}
