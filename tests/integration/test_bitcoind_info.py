@@ -14,7 +14,9 @@ tests (and tests/bench/bench_status.py) at another build of it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -33,7 +35,6 @@ ANSIBLE = os.path.join(ROOT, ".venv", "bin", "ansible")
 STANDIN = os.environ.get("NODEFLEET_STANDIN") or os.path.join(ROOT, "tests", "standin", "bitcoind")
 NETWORK = "regtest"
 RPC_USER = "monitor"
-ONION_TEMPLATE = "{:a<56}.onion"
 
 # Scripted peers (the stand-in's standin-peers.json keys, Core's getpeerinfo names) and the known answer.
 BIT29 = "0000000020000409"  # NETWORK | WITNESS | NETWORK_LIMITED | Libre Relay bit 29
@@ -80,6 +81,11 @@ def free_ports(count: int) -> list:
             sock.close()
 
 
+def onion_for(name: str) -> str:
+    """A well-formed (not real) v3 onion address, stable per name."""
+    return base64.b32encode(hashlib.sha512(name.encode()).digest()).decode().lower()[:56] + ".onion"
+
+
 def password_for(name: str) -> str:
     return f"pw-{name}-Zq8"
 
@@ -98,7 +104,7 @@ def write_instance(sv, name: str, root: str, impl: str = "core", peers=None, aut
             "p2p_port": p2p,
             "onion_port": onion,
             "tor_mode": "tor-only",
-            "onion_address": ONION_TEMPLATE.format(name.replace("-", "").lower()[:50]),
+            "onion_address": onion_for(name),
             "rpcauth": [rpcauth.generate(RPC_USER, password_for(name))],
         }
     )
@@ -203,6 +209,7 @@ def test_breakdown_and_down_hung_reported_within_the_time_budget(supervisord, tm
         assert instance["supervisord"]["restarts"] == 0
         assert instance["unsupervised"] is False
         assert set(instance["tags"]) >= {NETWORK, impl, "tor-only"}
+        assert instance["onion_address"] == onion_for(name)  # externalip= read back from bitcoin.conf
 
     # kill one (autorestart=false: it stays down), hang another (SIGSTOP: RPC port open, no answer)
     killed = sv.info("bitcoind-core")["pid"]
