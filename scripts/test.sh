@@ -44,6 +44,12 @@ install_built_collection() {
   ansible-galaxy collection build --force --output-path "$base/dist" . >/dev/null
   ansible-galaxy collection install --force -p "$base" "$base"/dist/nodefleet-bitcoin-*.tar.gz >/dev/null
   COLLECTION_TREE="$base/ansible_collections/nodefleet/bitcoin"
+  # ansible-test downloads a get-pip.py from a host outside the package registries; give it
+  # the documented cached copy instead (tests/ansible-test/get_pip_offline.py explains).
+  local pip_version
+  pip_version=$(python -c 'from ansible_test._internal.python_requirements import get_venv_packages as g; import inspect, re; print(re.search(r"pip=.(\d+\.\d+)", inspect.getsource(g)).group(1))')
+  mkdir -p ~/.ansible/test/cache
+  cp tests/ansible-test/get_pip_offline.py ~/.ansible/test/cache/get_pip_${pip_version//./_}.py
   # ansible-galaxy install drops tests/ only if build_ignore says so; keep unit tests.
   test -d "$COLLECTION_TREE/tests/unit"
 }
