@@ -73,9 +73,7 @@ def main() -> int:
         print(f"stand-in not found: {harness.STANDIN}", file=sys.stderr)
         return 2
     rows = [bench(count, max(1, args.runs)) for count in args.counts]
-    print(
-        print(f"bitcoind_info, {os.cpu_count()} CPUs, {args.runs} runs per size; then 1 hung ({HUNG_TIMEOUT}s budget)")
-    )
+    print(f"bitcoind_info, {os.cpu_count()} CPUs, {args.runs} runs per size; then 1 hung ({HUNG_TIMEOUT}s budget)")
     print("| instances | module s (median / max) | ansible run s (median / max) | 1 hung: module s | 1 hung: run s |")
     print("|---|---|---|---|---|")
     for r in rows:
