@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,7 +37,30 @@ SALT = "0123456789abcdef0123456789abcdef"
 REGTEST_ADDR = "bcrt1q0yq2azut8gn2xu3y2g0xucf8pny6w8uxmyf220"
 
 
+def _ephemeral_range() -> tuple:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A free 127.0.0.1 port below the ephemeral range.
+
+    Daemons here are restarted on the same ports; a port from the ephemeral range could
+    meanwhile become the local end of some client connection on this busy machine.
+    """
+    low, _high = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, max(20001, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
