@@ -22,7 +22,7 @@ description:
   - RV(restart_required) is true when the content of C(bitcoin.conf) changed (a mere
     owner or mode fix does not need a restart).
 author:
-  - nodefleet.bitcoin contributors
+  - nodefleet.bitcoin contributors (@nodefleet)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:

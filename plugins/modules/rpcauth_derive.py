@@ -20,7 +20,7 @@ description:
     verifies.
   - Writes nothing. The password never appears in the result, a diff or a log line.
 author:
-  - nodefleet.bitcoin contributors
+  - nodefleet.bitcoin contributors (@nodefleet)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:

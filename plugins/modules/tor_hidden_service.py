@@ -23,7 +23,7 @@ description:
     different key when O(force_key=true).
   - Key material is never shown (not in the diff, not in return values, not in error messages).
 author:
-  - nodefleet.bitcoin contributors
+  - nodefleet.bitcoin contributors (@nodefleet)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
