@@ -255,3 +255,69 @@ def test_restart_counted_and_wrong_password_is_auth_failed(supervisord, tmp_path
     result, _, stdout = run_info(sv, ["solo"], extra=bad)
     assert result["instances"][0]["state"] == "auth_failed"
     assert "not-the-password" not in stdout
+
+
+def test_status_playbook_writes_table_json_and_prometheus(supervisord, tmp_path):  # noqa: F811
+    """playbooks/status.yml end to end on localhost: inventory -> port plan -> module -> outputs."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sv = supervisord
+    home = tmp_path / "home"
+    instances = []
+    for name, impl in (("pa", "knots"), ("pb", "core")):
+        facts = write_instance(sv, name, str(home), impl=impl)
+        instances.append(
+            {
+                "name": name,
+                "impl": impl,
+                "network": NETWORK,
+                "tor_mode": "tor-only",
+                "ports": {"rpc": facts["rpc_port"]},
+                "rpc_users": [{"user": RPC_USER, "password": password_for(name)}],
+            }
+        )
+    sv.update()
+    wait_all_up(sv, ["pa", "pb"])
+    inventory = tmp_path / "inventory.json"
+    python = os.path.join(ROOT, ".venv", "bin", "python")
+    host = {"ansible_connection": "local", "ansible_python_interpreter": python, "bitcoind_instances": instances}
+    inventory.write_text(json.dumps({"fleet": {"hosts": {"node1": host}}}))
+    report, textfile_dir = tmp_path / "out" / "fleet.json", tmp_path / "prom"
+    extra = {
+        "nodefleet_status_become": False,
+        "nodefleet_status_json": str(report),
+        "nodefleet_status_textfile_dir": str(textfile_dir),
+        "nodefleet_status_supervisor_url": sv.server_url,
+        "bitcoind_home": str(home),
+    }
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run(
+        [ANSIBLE + "-playbook", "-i", str(inventory), "playbooks/status.yml", "-e", json.dumps(extra)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    for name in ("pa", "pb"):
+        assert password_for(name) not in proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.strip().startswith("node1 ")]
+    table = [row for row in rows if row[1] != ":"]  # not the PLAY RECAP line
+    assert [row[1:3] for row in table] == [["pa", "up"], ["pb", "up"]]
+    assert all("(LR:2 KN:2 C30+:3 C<30:1 OT:1)" in " ".join(row) for row in table)
+
+    data = json.loads(report.read_text())
+    assert data["summary"]["up"] == 2
+    assert [i["peers"]["breakdown"] for i in data["hosts"]["node1"]["instances"]] == [BREAKDOWN, BREAKDOWN]
+    assert password_for("pa") not in report.read_text()
+
+    prom = textfile_dir / "nodefleet_bitcoind.prom"
+    assert oct(prom.stat().st_mode & 0o777) == "0o644"
+    families = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
+    up = {s.labels["instance"]: s.value for s in families["nodefleet_bitcoind_up"].samples}
+    assert up == {"pa": 1.0, "pb": 1.0}
+    peers = {(s.labels["instance"], s.labels["kind"]): s.value for s in families["nodefleet_bitcoind_peers"].samples}
+    assert {kind: peers[("pa", kind)] for kind in BREAKDOWN} == BREAKDOWN
+    assert families["nodefleet_bitcoind_up"].samples[0].labels["host"] == "node1"
