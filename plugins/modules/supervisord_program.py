@@ -29,7 +29,7 @@ description:
     C(program_name), C(ENV_HOME) and so on) work there and a literal C(%) must be written C(%%).
     Environment values are literal (the module escapes C(%)).
 author:
-  - nodefleet.bitcoin contributors
+  - nodefleet.bitcoin contributors (@nodefleet)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -153,6 +153,80 @@ options:
       - Per-program options must not be given at the top level together with O(programs).
     type: list
     elements: dict
+    suboptions:
+      name:
+        description: Program name, as the top-level O(name).
+        type: str
+        required: true
+      state:
+        description: As the top-level O(state).
+        type: str
+        choices: [present, started, stopped, restarted, absent]
+        default: present
+      command:
+        description: As the top-level O(command).
+        type: str
+      directory:
+        description: As the top-level O(directory).
+        type: str
+      user:
+        description: As the top-level O(user).
+        type: str
+      environment:
+        description: As the top-level O(environment).
+        type: dict
+      numprocs:
+        description: As the top-level O(numprocs).
+        type: int
+      priority:
+        description: As the top-level O(priority).
+        type: int
+      autostart:
+        description: As the top-level O(autostart).
+        type: bool
+      autorestart:
+        description: As the top-level O(autorestart).
+        type: raw
+      startsecs:
+        description: As the top-level O(startsecs).
+        type: int
+      startretries:
+        description: As the top-level O(startretries).
+        type: int
+      exitcodes:
+        description: As the top-level O(exitcodes).
+        type: list
+        elements: int
+      stopsignal:
+        description: As the top-level O(stopsignal).
+        type: str
+      stopwaitsecs:
+        description: As the top-level O(stopwaitsecs).
+        type: int
+      stopasgroup:
+        description: As the top-level O(stopasgroup).
+        type: bool
+      killasgroup:
+        description: As the top-level O(killasgroup).
+        type: bool
+      redirect_stderr:
+        description: As the top-level O(redirect_stderr).
+        type: bool
+      stdout_logfile:
+        description: As the top-level O(stdout_logfile).
+        type: str
+      stdout_logfile_maxbytes:
+        description: As the top-level O(stdout_logfile_maxbytes).
+        type: str
+      stdout_logfile_backups:
+        description: As the top-level O(stdout_logfile_backups).
+        type: int
+      stderr_logfile:
+        description: As the top-level O(stderr_logfile).
+        type: str
+      conf_dir:
+        description: As the top-level O(conf_dir); defaults to it.
+        type: path
 notes:
   - Needs supervisord with C([rpcinterface:supervisor]) and its C([include]) covering O(conf_dir).
   - If supervisord refuses the new configuration (C(reloadConfig) fails), the previous files are restored.

@@ -69,6 +69,11 @@ def run_module(sv, args: dict, check=False, diff=False, verbosity=0):
     return result, proc.stdout + proc.stderr
 
 
+def run(sv, args: dict, **kwargs):
+    """run_module, result only."""
+    return run_module(sv, args, **kwargs)[0]
+
+
 def program(name, command=SLEEP, **options):
     return dict(name=name, command=command, **options)
 
@@ -90,7 +95,7 @@ def test_states_and_second_run_is_a_noop(sv):
     st = os.stat(conf_path(sv, "app"))
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
     assert "[program:app]" in read(conf_path(sv, "app"))
-    res, _ = run_module(sv, dict(base, state="present"))
+    res = run(sv, dict(base, state="present"))
     assert res["changed"] is False and res["applied"] is None
 
     # started: RUNNING, confirmed
@@ -98,28 +103,28 @@ def test_states_and_second_run_is_a_noop(sv):
     assert res["changed"] is True and res["state"] == "RUNNING" and res["pid"] > 0, out
     pid = res["pid"]
     assert sv.info("app")["statename"] == "RUNNING"
-    res, _ = run_module(sv, dict(base, state="started"))
+    res = run(sv, dict(base, state="started"))
     assert res["changed"] is False and res["pid"] == pid
 
     # restarted: a new process (restarted is an action: it always reports changed)
-    res, _ = run_module(sv, dict(base, state="restarted"))
+    res = run(sv, dict(base, state="restarted"))
     assert res["changed"] is True and res["state"] == "RUNNING" and res["pid"] not in (0, pid)
     pid = res["pid"]
 
     # stopped
-    res, _ = run_module(sv, dict(base, state="stopped"))
+    res = run(sv, dict(base, state="stopped"))
     assert res["changed"] is True and res["state_before"] == "RUNNING" and res["state"] == "STOPPED"
     assert sv.info("app")["statename"] == "STOPPED"
-    res, _ = run_module(sv, dict(base, state="stopped"))
+    res = run(sv, dict(base, state="stopped"))
     assert res["changed"] is False
 
     # absent: group removed, file deleted
     run_module(sv, dict(base, state="started"))
-    res, _ = run_module(sv, {"name": "app", "state": "absent"})
+    res = run(sv, {"name": "app", "state": "absent"})
     assert res["changed"] is True and res["applied"] == "removed" and res["state"] is None
     assert not os.path.exists(conf_path(sv, "app"))
     assert "app" not in sv.groups()
-    res, _ = run_module(sv, {"name": "app", "state": "absent"})
+    res = run(sv, {"name": "app", "state": "absent"})
     assert res["changed"] is False and res["applied"] is None
 
 
@@ -133,7 +138,7 @@ def test_update_restarts_only_that_program(sv):
     sv.update()
     before = sv.wait_state("neighbour", "RUNNING")
 
-    res, _ = run_module(sv, program("app", startsecs=1, state="started"))
+    res = run(sv, program("app", startsecs=1, state="started"))
     old_pid = res["pid"]
     res, out = run_module(sv, program("app", "/bin/sleep 999", startsecs=1, state="started"))
     assert res["changed"] is True and res["applied"] == "updated", out
@@ -159,7 +164,7 @@ def test_fatal_is_recovered_by_started(sv):
     # crashes until the flag file exists: FATAL first, then `started` with the same config recovers it
     cmd = f"/bin/sh -c 'test -e {flag} || exit 1; exec /bin/sleep 1000'"
     args = program("flaky", cmd, startsecs=1, startretries=0, state="started")
-    res, _ = run_module(sv, args)
+    res = run(sv, args)
     assert res.get("failed") is True and "FATAL" in res["msg"]
     assert sv.wait_state("flaky", "FATAL")["statename"] == "FATAL"
 
@@ -172,7 +177,7 @@ def test_fatal_is_recovered_by_started(sv):
 
     # and a FATAL program whose command is fixed
     bad = program("fixme", "/bin/sh -c 'exit 3'", startsecs=1, startretries=0, state="started")
-    res, _ = run_module(sv, bad)
+    res = run(sv, bad)
     assert res.get("failed") is True
     sv.wait_state("fixme", "FATAL")
     res, out = run_module(sv, dict(bad, command=SLEEP))
@@ -192,8 +197,24 @@ def test_stopped_stops_a_program_in_backoff(sv):
     assert res["applied"] is None and res["state_before"] in ("BACKOFF", "STARTING")
     time.sleep(3)  # longer than the backoff delay: the retry loop must be gone
     assert sv.info("looper")["statename"] == "STOPPED"
-    res, _ = run_module(sv, dict(args, state="stopped"))
+    res = run(sv, dict(args, state="stopped"))
     assert res["changed"] is False
+
+
+def test_refused_config_restores_previous_files(sv):
+    args = program("keep", startsecs=0, state="started")
+    run(sv, args)
+    before = read(conf_path(sv, "keep"))
+    # someone else's broken file makes supervisord refuse every reload
+    sv.write_program("broken", "/bin/true", startsecs="not-a-number")
+    res, out = run_module(sv, dict(args, command="/bin/sleep 7"))
+    assert res.get("failed") is True, out
+    assert "reloadConfig" in res["msg"] and "restored" in res["msg"]
+    assert read(conf_path(sv, "keep")) == before
+    res, out = run_module(sv, program("fresh", startsecs=0))
+    assert res.get("failed") is True, out
+    assert not os.path.exists(conf_path(sv, "fresh"))
+    assert sv.groups() == ["keep"]
 
 
 # --------------------------------------------------------------------------- batch form
@@ -215,7 +236,7 @@ def test_batch_starts_three_programs_in_one_wait_window(sv):
         assert result["conf_file"] == conf_path(sv, name)
     assert startsecs <= elapsed < 2 * startsecs + 3  # one window, not three
 
-    res, _ = run_module(sv, {"programs": programs})
+    res = run(sv, {"programs": programs})
     assert res["changed"] is False
     assert all(not r["changed"] for r in res["programs"].values())
 
@@ -223,7 +244,7 @@ def test_batch_starts_three_programs_in_one_wait_window(sv):
     untouched = sv.info("batch2")
     programs[0] = {"name": "batch0", "state": "absent"}
     programs[1] = dict(programs[1], command="/bin/sleep 998")
-    res, _ = run_module(sv, {"programs": programs})
+    res = run(sv, {"programs": programs})
     assert res["programs"]["batch0"]["applied"] == "removed"
     assert res["programs"]["batch1"]["applied"] == "updated"
     assert res["programs"]["batch2"]["changed"] is False
@@ -255,7 +276,7 @@ def test_check_mode_changes_nothing(sv):
         assert (after["pid"], after["start"], after["statename"]) == (before["pid"], before["start"], "RUNNING")
         assert sv.groups() == groups
         assert "sleep 1000" in read(conf_path(sv, "live"))
-    res, _ = run_module(sv, program("live", startsecs=0, state="started"), check=True)
+    res = run(sv, program("live", startsecs=0, state="started"), check=True)
     assert res["changed"] is False
 
 

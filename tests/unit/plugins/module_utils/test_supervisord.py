@@ -404,7 +404,7 @@ class _Prefix:
         self.target = target
 
     def _dispatch(self, method, params):
-        prefix, _, name = method.partition(".")
+        prefix, _dot, name = method.partition(".")
         if prefix != "supervisor":
             raise xmlrpc.client.Fault(1, "UNKNOWN_METHOD")
         return getattr(self.target, name)(*params)
