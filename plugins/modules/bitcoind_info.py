@@ -4,31 +4,6 @@
 
 from __future__ import annotations
 
-import glob
-import os
-import re
-import threading
-import time
-import xmlrpc.client
-
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_conf import parse as parse_conf_sections
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_rpc import BitcoinRpc, RpcFailure
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
-    NETWORKS,
-    ValidationError,
-    check_abs_path,
-    check_name,
-    check_port,
-    read_text,
-)
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.peer_classify import CATEGORIES, peer_breakdown
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.supervisord import (
-    SupervisorClient,
-    SupervisorError,
-    parse_server_url,
-)
-
 DOCUMENTATION = r"""
 ---
 module: bitcoind_info
@@ -60,7 +35,7 @@ description:
     probed, and reports V(auth_failed) when its RPC answers.
   - Read-only. Nothing is written, so check mode runs the same queries.
 author:
-  - nodefleet developers
+  - nodefleet.bitcoin contributors (@nodefleet)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -215,8 +190,8 @@ instances:
       sample: up
     message: {description: Why the state is not up (empty when up)., type: str, sample: connection refused on 127.0.0.1:8332}
     unsupervised: {description: RPC answers although supervisord does not report the program RUNNING., type: bool, sample: false}
-    impl: {description: Implementation (given, from the conf header, else guessed from the user agent)., type: str, sample: knots}
-    network: {description: Network from the input or the conf, else from RPC C(chain)., type: str, sample: main}
+    impl: {description: "Implementation (given, from the conf header, else guessed from the user agent).", type: str, sample: knots}
+    network: {description: "Network from the input or the conf, else from RPC C(chain).", type: str, sample: main}
     chain: {description: C(getblockchaininfo.chain)., type: str, sample: main}
     version: {description: C(getnetworkinfo.version)., type: int, sample: 300000}
     subversion: {description: C(getnetworkinfo.subversion)., type: str, sample: /Satoshi:30.0.0/}
@@ -236,8 +211,8 @@ instances:
         outbound: 8
         breakdown: {libre_relay: 1, knots: 2, core_v30_plus: 3, core_pre_v30: 3, other: 1}
     ports: {description: "C({rpc, p2p, onion, zmq})", type: dict, sample: {rpc: 8332, p2p: 8333, onion: 8334, zmq: {}}}
-    onion_address: {description: Onion address, if known., type: str}
-    tor_mode: {description: tor-only, clearnet or both, if known., type: str}
+    onion_address: {description: "Onion address, if known.", type: str}
+    tor_mode: {description: "tor-only, clearnet or both, if known.", type: str}
     tags: {description: "Network, impl, tor mode, C(pruned), C(ibd).", type: list, elements: str, sample: [main, knots, tor-only]}
     program: {description: supervisord program name., type: str, sample: bitcoind-main1}
     supervisord:
@@ -261,6 +236,31 @@ elapsed:
   returned: always
   type: float
 """
+
+import glob
+import os
+import re
+import threading
+import time
+import xmlrpc.client
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_conf import parse as parse_conf_sections
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_rpc import BitcoinRpc, RpcFailure
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
+    NETWORKS,
+    ValidationError,
+    check_abs_path,
+    check_name,
+    check_port,
+    read_text,
+)
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.peer_classify import CATEGORIES, peer_breakdown
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.supervisord import (
+    SupervisorClient,
+    SupervisorError,
+    parse_server_url,
+)
 
 STATES = ("up", "warming_up", "down", "hung", "auth_failed", "error")
 DEFAULT_RPC_PORTS = {"main": 8332, "test": 18332, "testnet4": 48332, "signet": 38332, "regtest": 18443}

@@ -261,14 +261,14 @@ purged:
   type: bool
 """
 
-import grp  # noqa: E402
-import os  # noqa: E402
-import pwd  # noqa: E402
-import shutil  # noqa: E402
+import grp
+import os
+import pwd
+import shutil
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils import bitcoin_conf  # noqa: E402
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils import bitcoin_conf
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     ValidationError,
     attributes_differ,
     file_diff,

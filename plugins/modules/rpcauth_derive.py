@@ -114,9 +114,9 @@ changed:
   type: bool
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils import rpcauth  # noqa: E402
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import ValidationError, read_text  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils import rpcauth
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import ValidationError, read_text
 
 
 def collect_existing(existing: list, conf_text: str | None) -> list[str]:

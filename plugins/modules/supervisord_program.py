@@ -329,20 +329,20 @@ programs:
       pid: 4242
 """
 
-import contextlib  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-import xmlrpc.client  # noqa: E402
+import contextlib
+import os
+import time
+import xmlrpc.client
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     ValidationError,
     attributes_differ,
     read_text,
     set_attributes,
     write_file_atomic,
 )
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.supervisord import (  # noqa: E402
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.supervisord import (
     ACTIVE_STATES,
     BACKOFF,
     EXITED,

@@ -233,13 +233,13 @@ reloaded:
   sample: false
 """
 
-import os  # noqa: E402
-import pwd  # noqa: E402
-import shutil  # noqa: E402
+import os
+import pwd
+import shutil
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils import tor  # noqa: E402
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils import tor
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     ValidationError,
     attributes_differ,
     check_abs_path,

@@ -400,8 +400,8 @@ def test_states_breakdown_and_supervisord_view(fake_bitcoind, fake_supervisord, 
 def test_check_mode_gives_the_same_answer(fake_bitcoind, capsys, tmp_path):
     port = fake_bitcoind()
     args = {"instances": [spec("a", port)], "supervisor_url": "", "conf_dir": str(tmp_path)}
-    normal, _ = run_module(args, capsys)
-    checked, _ = run_module(args, capsys, check_mode=True)
+    normal, _unused = run_module(args, capsys)
+    checked, _unused = run_module(args, capsys, check_mode=True)
     assert normal["instances"][0]["state"] == checked["instances"][0]["state"] == "up"
     assert checked["changed"] is False
 
@@ -415,7 +415,7 @@ def test_hung_instance_costs_one_timeout_and_others_still_answer(fake_bitcoind, 
         "timeout": 1,
     }
     started = time.monotonic()
-    result, _ = run_module(args, capsys)
+    result, _unused = run_module(args, capsys)
     wall = time.monotonic() - started
     assert {i["name"]: i["state"] for i in result["instances"]} == {"h1": "hung", "h2": "hung", "ok1": "up"}
     assert wall < 2.0  # parallel: about one timeout, not one per instance or per call
@@ -427,7 +427,7 @@ def test_unreachable_supervisord_is_reported_not_fatal(fake_bitcoind, capsys, tm
         "supervisor_url": "unix://" + str(tmp_path / "missing.sock"),
         "conf_dir": str(tmp_path),
     }
-    result, _ = run_module(args, capsys)
+    result, _unused = run_module(args, capsys)
     assert result["supervisord"]["reachable"] is False
     assert "missing.sock" in result["supervisord"]["error"]
     assert result["instances"][0]["state"] == "up"
@@ -470,7 +470,7 @@ def test_discovery_reads_program_files_and_bitcoin_conf(fake_bitcoind, capsys, t
     assert gm1["tags"] == ["signet", "garbageman", "tor-only", "ibd"]
     assert by_name["lost"]["state"] == "error"
     assert "rpc_port unknown" in by_name["lost"]["message"]
-    only, _ = run_module(dict(args, names=["gm1"]), capsys)
+    only, _unused = run_module(dict(args, names=["gm1"]), capsys)
     assert [i["name"] for i in only["instances"]] == ["gm1"]
 
 

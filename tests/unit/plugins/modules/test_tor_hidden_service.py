@@ -173,7 +173,7 @@ def _existing_service(host, key=KEY):
 
 
 def test_converged_service_is_a_no_op_even_without_tor(host):
-    svc_dir, _ = _existing_service(host)
+    svc_dir, _unused = _existing_service(host)
     args = {**base_args(host), "name": "a", "ports": P2P, "service_dir": str(svc_dir), "secret_key": KEY_B64}
     for check in (True, False):
         outcome, result = call(args, check=check)
@@ -184,7 +184,7 @@ def test_converged_service_is_a_no_op_even_without_tor(host):
 
 
 def test_a_different_key_fails_without_force_and_is_not_shown(host):
-    svc_dir, _ = _existing_service(host, key=OTHER_KEY)
+    svc_dir, _unused = _existing_service(host, key=OTHER_KEY)
     args = {**base_args(host), "name": "a", "ports": P2P, "service_dir": str(svc_dir), "secret_key": KEY_B64}
     outcome, result = call(args)
     assert outcome == "fail"
@@ -214,7 +214,7 @@ def test_change_with_tor_down_fails_naming_tor_pid_file_before_writing(host):
 
 
 def test_absent_purge_refuses_a_directory_that_is_not_an_onion_service(host):
-    svc_dir, _ = _existing_service(host)
+    svc_dir, _unused = _existing_service(host)
     (svc_dir / "my-notes.txt").write_text("not tor's")
     outcome, result = call({**base_args(host), "name": "a", "state": "absent", "purge": True}, check=True)
     assert outcome == "fail" and result["msg"].startswith("purge: ")
