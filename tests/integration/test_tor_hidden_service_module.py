@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import tor_fixture
-from tor_fixture import TorDaemon
+from ansible_collections.nodefleet.bitcoin.tests.integration import tor_fixture
+from ansible_collections.nodefleet.bitcoin.tests.integration.tor_fixture import TorDaemon
 
 pytestmark = pytest.mark.integration
 tor = tor_fixture.tor  # the fixture: a started, offline tor in a temp dir
