@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+# pytest runs with --import-mode=importlib (pyproject.toml): make the sibling helper importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet_inventory import REPO_ROOT, ansible_env, fleet_nodes, inventory_path, tool
 
 NODES = fleet_nodes()
