@@ -16,7 +16,7 @@ ROOT=$PWD
 export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
 export PATH="$ROOT/.venv/bin:$PATH"
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
-INVENTORY=${NODEFLEET_INVENTORY:-inventories/demo/hosts.yml}
+INVENTORY=${NODEFLEET_INVENTORY:-$ROOT/inventories/demo/hosts.yml}
 
 set_name=full
 cells=""
@@ -37,20 +37,26 @@ python -m pytest -q -p no:cacheprovider tests/chaos
 
 # The fleet: create what is missing (idempotent), then converge (a no-op when it is up).
 fleet_up=true
-for host in $(ansible-inventory -i "$INVENTORY" --list | python -c 'import json,sys; print(" ".join(json.load(sys.stdin)["fleet"]["hosts"]))'); do
-  running=$(podman container inspect -f '{{.State.Running}}' "nodefleet-$host" 2>/dev/null || echo false)
+containers=$(ansible-inventory -i "$INVENTORY" --list | python -c '
+import json, sys
+inv = json.load(sys.stdin)
+hv = inv.get("_meta", {}).get("hostvars", {})
+print(" ".join(hv.get(h, {}).get("nodefleet_container_name") or hv.get(h, {}).get("ansible_host") or "nodefleet-" + h
+               for h in inv["fleet"]["hosts"]))')
+for container in $containers; do
+  running=$(podman container inspect -f '{{.State.Running}}' "$container" 2>/dev/null || echo false)
   [ "$running" = true ] || fleet_up=false
 done
-if [ "$fleet_up" != true ] || [ ! -f build/release/signers.json ]; then
+if [ "$fleet_up" != true ] || [ ! -f "${NODEFLEET_RELEASE_DIR:-build/release}/signers.json" ]; then
   echo "chaos.sh: bringing the fleet up"
   bash tests/image/build.sh
-  bash tests/release/build_release.sh build/release
+  bash tests/release/build_release.sh "${NODEFLEET_RELEASE_DIR:-build/release}"
   ansible-playbook -i "$INVENTORY" tests/fleet/create.yml
 fi
 echo "chaos.sh: converging the fleet"
 ansible-playbook -i "$INVENTORY" playbooks/site.yml
 
-export CHAOS_SET=$set_name CHAOS_CELLS=$cells NODEFLEET_INVENTORY="$ROOT/$INVENTORY"
+export CHAOS_SET=$set_name CHAOS_CELLS=$cells NODEFLEET_INVENTORY="$INVENTORY"
 start=$(date +%s)
 rc=0
 molecule side_effect -s chaos || rc=$?
@@ -59,7 +65,7 @@ echo "chaos.sh: ${set_name}${cells:+ (cells $cells)} finished in $(( $(date +%s)
 
 if [ "$set_name" = full ] && [ -z "$cells" ]; then
   # docs/chaos.md shows the latest FULL run, whatever its outcome.
-  python tests/chaos/chaos.py report --out build/chaos --docs docs/chaos.md \
+  python tests/chaos/chaos.py report --out "${CHAOS_OUT:-build/chaos}" --docs docs/chaos.md \
     --expect-ids "$(python tests/chaos/chaos.py select --matrix tests/chaos/matrix.yml --set full | python -c 'import json,sys; print(",".join(c["id"] for c in json.load(sys.stdin)))')" >/dev/null || true
   echo "chaos.sh: docs/chaos.md updated"
 fi

@@ -148,7 +148,7 @@ def check_nothing_lost(before: dict, after: dict) -> list[dict]:
         b = before[node]["instances"][name]
         a = after.get(node, {}).get("instances", {}).get(name, {})
         key = f"{node}/{name}"
-        if not b.get("onion") or a.get("onion") != b.get("onion"):
+        if a.get("onion") != b.get("onion"):  # None = a clearnet instance: no onion service
             lost_onion[key] = {"before": b.get("onion"), "after": a.get("onion")}
         if not b.get("rpcauth") or a.get("rpcauth") != b.get("rpcauth"):
             lost_auth[key] = {"before": b.get("rpcauth"), "after": a.get("rpcauth")}
@@ -441,8 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect-ids", default="")
     parser.add_argument("--log")
     parser.add_argument("--timeout", type=float, default=900)
-    parser.add_argument("rest", nargs="*")
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
 
     if args.command == "now":
         print(int(time.time() * 1000))
@@ -456,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(cells, sys.stdout)
         return 0
     if args.command == "playbook":
-        json.dump(run_playbook(args.rest, args.log, args.timeout), sys.stdout)
+        json.dump(run_playbook(rest, args.log, args.timeout), sys.stdout)
         return 0
     if args.command == "evaluate":
         result = evaluate(json.load(sys.stdin))
