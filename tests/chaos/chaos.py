@@ -4,6 +4,7 @@
 """Controller side of the chaos matrix: run a playbook and summarise it, judge a cell, write results.
 
     chaos.py select   --matrix matrix.yml --set ci|full [--cells a,b]   -> JSON list of cells
+    chaos.py probe    (stdin: nodes -> container + credentials, probe args) -> the probe's JSON per node
     chaos.py playbook --log FILE -- ansible-playbook ARGS...          -> JSON summary of the run
     chaos.py evaluate --out DIR                 (stdin: the cell's raw data) -> writes DIR/<id>.json
     chaos.py report   --out DIR [--docs docs/chaos.md] [--expect-ids a,b]  -> DIR/summary.md (+ docs)
@@ -107,6 +108,43 @@ def run_playbook(argv: list[str], log: str | None, timeout: float) -> dict:
     if not summary["parsed"]:
         summary["stderr_tail"] = (err or "")[-2000:]
     return summary
+
+
+# ---------------------------------------------------------------------------- the probe on nodes
+PROBE_PATH = "/usr/local/lib/nodefleet-chaos/chaos_probe.py"
+
+
+def probe_node(container: str, args: list[str], creds: dict, timeout: float) -> dict:
+    """Run the probe in ``container`` (podman exec), credentials on stdin; its JSON or an error."""
+    argv = ["podman", "exec", "-i", container, "python3", PROBE_PATH, *args]
+    try:
+        proc = subprocess.run(
+            argv, input=json.dumps(creds), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"probe timed out after {timeout}s", "rc": 124}
+    if proc.returncode != 0:
+        return {"error": (proc.stderr or proc.stdout).strip()[-1500:], "rc": proc.returncode}
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        return {"error": "probe printed no JSON: " + proc.stdout[-500:], "rc": proc.returncode}
+
+
+def probe_nodes(spec: dict) -> dict:
+    """``spec``: {"nodes": {node: {"container", "creds"}}, "args": [...], "timeout": s}.
+    Runs the probe on every node in parallel; returns {"results": {node: ...}, "failed": [nodes]}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    nodes = spec["nodes"]
+    timeout = float(spec.get("timeout", 300))
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        futures = {
+            node: pool.submit(probe_node, info["container"], spec["args"], info["creds"], timeout)
+            for node, info in nodes.items()
+        }
+        results = {node: fut.result() for node, fut in futures.items()}
+    return {"results": results, "failed": sorted(n for n, r in results.items() if "error" in r and "rc" in r)}
 
 
 # ---------------------------------------------------------------------------- judging
@@ -432,7 +470,7 @@ def load_results(out_dir: str, ids: list[str] | None) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["select", "playbook", "evaluate", "report", "now"])
+    parser.add_argument("command", choices=["select", "probe", "playbook", "evaluate", "report", "now"])
     parser.add_argument("--matrix")
     parser.add_argument("--set", default="ci")
     parser.add_argument("--cells", default="")
@@ -455,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
             matrix = yaml.safe_load(fh)
         cells = select_cells(matrix, args.set, [c for c in args.cells.split(",") if c] or None)
         json.dump(cells, sys.stdout)
+        return 0
+    if args.command == "probe":
+        json.dump(probe_nodes(json.load(sys.stdin)), sys.stdout)
         return 0
     if args.command == "playbook":
         json.dump(run_playbook(rest, args.log, args.timeout), sys.stdout)
