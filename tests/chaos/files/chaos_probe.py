@@ -648,6 +648,17 @@ def do_wait(args, instances: list[Instance], injected: dict | None) -> dict:
         out["ttr_ms"].update(rpc["ttr_ms"])
         out.update({k: rpc[k] for k in ("first_reply_ms", "not_recovered", "last_error")})
     out["max_ttr_ms"] = max(out["ttr_ms"].values()) if out["recovered"] and out["ttr_ms"] else None
+    if "rpc" in parts and out["recovered"]:
+        # RPC answers after the daemon's warm-up, supervisord says RUNNING only after startsecs:
+        # let the after-snapshot see the settled state (not part of the time to recovery)
+        programs = [i.program for i in pick(instances, args.names)]
+
+        def all_running():
+            infos = sv_all(1.0) or {}
+            return all((infos.get(p) or {}).get("statename") == "RUNNING" for p in programs)
+
+        settled = wait_until(all_running, max(1.0, deadline - time.monotonic()), 0.1)
+        out["supervisord_running_ms"] = now_ms() - t0_ms if settled else None
     return out
 
 
