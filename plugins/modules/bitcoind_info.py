@@ -138,11 +138,11 @@ options:
   count_restarts:
     description:
       - Count restarts from supervisord's main log (C(supervisor.readLog), last 2 MiB),
-        see RV(instances[].supervisord.restarts).
+        see C(instances[].supervisord.restarts).
     type: bool
     default: true
 notes:
-  - "supervisord has no restart counter. RV(instances[].supervisord.restarts) is the number of
+  - "supervisord has no restart counter. C(instances[].supervisord.restarts) is the number of
     C(spawned: '<program>') lines in supervisord's main log since its last
     C(supervisord started) line, minus one (a lower bound when the log window does not
     reach that line); C(null) when the log cannot be read."
