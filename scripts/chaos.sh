@@ -59,7 +59,7 @@ ansible-playbook -i "$INVENTORY" playbooks/site.yml
 export CHAOS_SET=$set_name CHAOS_CELLS=$cells NODEFLEET_INVENTORY="$INVENTORY"
 start=$(date +%s)
 rc=0
-molecule side_effect -s chaos || rc=$?
+molecule side-effect -s chaos || rc=$?
 molecule verify -s chaos || rc=$?
 echo "chaos.sh: ${set_name}${cells:+ (cells $cells)} finished in $(( $(date +%s) - start ))s, rc=$rc"
 

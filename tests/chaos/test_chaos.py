@@ -443,3 +443,18 @@ def test_probe_recognises_bitcoind_processes():
     found = probe.daemons_by_datadir(table)
     assert sorted(found) == ["/d/a", "/d/b"]
     assert [d["pid"] for d in found["/d/a"]] == [5]
+
+
+@pytest.mark.parametrize("what, ok", [("rpc", True), ("supervisord,rpc", True), ("rpc,tor", True), ("rpc,disk", False)])
+def test_probe_accepts_comma_separated_what(what, ok, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    if ok:
+        # "cleanup" touches only the probe's own state files; with none recorded it does nothing
+        monkeypatch.setattr(probe, "STATE_DIR", "/nonexistent-chaos-state")
+        assert probe.main(["cleanup", "--what", what]) == 0
+        assert json.loads(capsys.readouterr().out) == {"ended": [], "resumed": []}
+    else:
+        with pytest.raises(SystemExit):
+            probe.main(["cleanup", "--what", what])

@@ -688,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="instance", choices=["instance", "all", "tor", "supervisord"])
     parser.add_argument("--fault", default="sigkill")
     parser.add_argument("--timing", default="steady", choices=["steady", "startup"])
-    parser.add_argument("--what", default="rpc", choices=["rpc", "tor", "supervisord"])
+    parser.add_argument("--what", default="rpc", help="comma-separated: rpc, tor, supervisord")
     parser.add_argument("--t0-ms", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--fatal-timeout", type=float, default=120.0)
@@ -696,6 +696,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=1)
     args = parser.parse_args(argv)
 
+    unknown = set(args.what.split(",")) - {"rpc", "tor", "supervisord"}
+    if unknown:
+        parser.error("--what: unknown part(s) %s (rpc, tor, supervisord)" % ", ".join(sorted(unknown)))
     instances = load_instances(sys.stdin.read() if not sys.stdin.isatty() else "")
     if args.command == "snapshot":
         out = snapshot(instances)
