@@ -117,12 +117,13 @@ def format_peers(instance: dict) -> str:
 
 
 def format_onion(address) -> str:
-    if not address:
-        return "-"
-    address = str(address)
-    if len(address) > 24 and address.endswith(".onion"):
-        return address[:16] + "….onion"
-    return address
+    # In full: operators copy it into addnode= lines and compare it with backups.
+    return str(address) if address else "-"
+
+
+def format_ports(instance: dict) -> str:
+    ports = instance.get("ports") or {}
+    return "%s/%s" % (ports.get("rpc") or "-", ports.get("p2p") or "-")
 
 
 def format_state(instance: dict) -> str:
@@ -184,6 +185,7 @@ COLUMNS = (
     "HEIGHT/HEADERS",
     "PROGRESS",
     "PEERS (LR KN C30+ C<30 OT)",
+    "RPC/P2P",
     "ONION",
     "UPTIME",
     "NOTE",
@@ -195,11 +197,11 @@ def table_rows(statuses) -> list:
     for host in sorted(_check_statuses(statuses)):
         result = statuses[host]
         if not _host_ok(result):
-            rows.append((str(host), "-", NO_DATA, "-", "-", "-", "-", "-", _host_error(result)))
+            rows.append((str(host), "-", NO_DATA, "-", "-", "-", "-", "-", "-", _host_error(result)))
             continue
         instances = sorted(result["instances"], key=lambda i: str(i.get("name", "")))
         if not instances:
-            rows.append((str(host), "-", "no instances", "-", "-", "-", "-", "-", ""))
+            rows.append((str(host), "-", "no instances", "-", "-", "-", "-", "-", "-", ""))
         for instance in instances:
             rows.append(
                 (
@@ -209,6 +211,7 @@ def table_rows(statuses) -> list:
                     format_height(instance),
                     format_progress(instance.get("verificationprogress")),
                     format_peers(instance),
+                    format_ports(instance),
                     format_onion(instance.get("onion_address")),
                     format_duration(instance.get("uptime")),
                     "" if instance.get("state") == "up" else str(instance.get("message") or ""),
