@@ -58,6 +58,7 @@ stage_lint() {
   ruff check .
   ruff format --check .
   ansible-lint --offline --profile production
+  antsibull-changelog lint
 }
 
 stage_artifact() {
