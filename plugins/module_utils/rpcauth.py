@@ -154,9 +154,12 @@ def keep_or_derive(user: str, password: str, existing_values, salt: str | None =
     """Return (value, changed) for ``user``.
 
     Without ``salt``: the first value in ``existing_values`` that belongs to ``user`` and
-    verifies against ``password`` is returned unchanged (changed=False); when none does, a
-    new value with a fresh random salt is derived (changed=True). Values of other users are
-    never returned.
+    verifies against ``password`` is returned unchanged (changed=False). When none does, a
+    new value is derived (changed=True): with the salt of the user's line when the user has
+    exactly one well-formed line (a tampered hash is repaired to the identical line, so
+    drift recovery loses nothing; a changed password gets a new hash under that salt), else
+    with a fresh random salt. Values of other users are never returned and their salts
+    never reused.
 
     With ``salt``: the result is always the deterministic value for that salt; changed is
     False only when that exact value is already among ``existing_values``.
@@ -172,7 +175,14 @@ def keep_or_derive(user: str, password: str, existing_values, salt: str | None =
             except ValidationError:
                 continue
         return value, value not in known
+    own_salts = []
     for value in existing_values or ():
         if verify(value, user, password):
             return normalise(value), False
-    return generate(user, password), True
+        try:
+            owner, existing_salt, _digest = parse(value)
+        except ValidationError:
+            continue
+        if owner == user and existing_salt not in own_salts:
+            own_salts.append(existing_salt)
+    return generate(user, password, own_salts[0] if len(own_salts) == 1 else None), True

@@ -115,9 +115,11 @@ options:
     description:
       - RPC users with their passwords. For each user, an C(rpcauth=) line already in the
         current C(bitcoin.conf) (or in O(rpcauth)) that still verifies against the password
-        is kept; a new salt is drawn only when none does (same code as
+        is kept; when none does, a new line is derived, under the salt of the user's one line
+        if there is exactly one, else a fresh salt (same code as
         M(nodefleet.bitcoin.rpcauth_derive)). So re-running with the same password changes
-        nothing, and a password change rotates the line.
+        nothing, an edited line is repaired to the original, and a password change rotates
+        the line.
     type: list
     elements: dict
     suboptions:

@@ -16,8 +16,10 @@ description:
     hex string over the password.
   - Idempotent - when an existing value for O(user) (from O(existing) or from the
     C(rpcauth=) lines of O(conf_file)) still verifies against O(password), that value is
-    returned unchanged and RV(ignore:changed) is false. A new salt is drawn only when none
-    verifies.
+    returned unchanged and RV(ignore:changed) is false. When none verifies, a new value is
+    derived - under the salt of the user's line when the user has exactly one (a tampered
+    hash is repaired to the identical line; a new password gets a new hash), else under a
+    fresh random salt.
   - Writes nothing. The password never appears in the result, a diff or a log line.
 author:
   - nodefleet.bitcoin contributors (@nodefleet)
@@ -109,7 +111,7 @@ user:
 changed:
   description:
     - false when an existing value for the user verified against the password and is
-      returned unchanged; true when a new value (new salt) was derived.
+      returned unchanged; true when a new value was derived.
   returned: always
   type: bool
 """

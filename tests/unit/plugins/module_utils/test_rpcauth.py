@@ -206,13 +206,35 @@ def test_keep_or_derive_never_keeps_another_users_line():
     assert rpcauth.verify(value, "rt", CORE_PASSWORD)
 
 
-def test_keep_or_derive_draws_a_new_salt_after_a_password_change():
+def test_keep_or_derive_keeps_the_users_salt_after_a_password_change():
     value, changed = rpcauth.keep_or_derive("rt", "new-password", [CORE_VALUE])
     assert changed is True
     _user, salt, _digest = rpcauth.parse(value)
-    assert salt != CORE_SALT
+    assert salt == CORE_SALT
     assert rpcauth.verify(value, "rt", "new-password")
     assert not rpcauth.verify(value, "rt", CORE_PASSWORD)
+
+
+def test_keep_or_derive_repairs_a_tampered_hash_to_the_identical_line():
+    # Drift: one hex digit of the hash edited on the host. The password did not change, so
+    # the line that comes back must be the original one (the chaos matrix checks this).
+    tampered = CORE_VALUE[:-1] + ("0" if CORE_VALUE[-1] != "0" else "1")
+    value, changed = rpcauth.keep_or_derive("rt", CORE_PASSWORD, ["rpcauth=" + tampered])
+    assert (value, changed) == (CORE_VALUE, True)
+
+
+@pytest.mark.parametrize(
+    "existing",
+    [
+        [],  # no line for the user
+        [rpcauth.generate("rt", "a", "1" * 32), rpcauth.generate("rt", "b", "2" * 32)],  # ambiguous
+    ],
+)
+def test_keep_or_derive_draws_a_fresh_salt_without_exactly_one_line_of_the_user(existing):
+    value, changed = rpcauth.keep_or_derive("rt", "new-password", existing)
+    assert changed is True
+    assert rpcauth.parse(value)[1] not in {"1" * 32, "2" * 32}
+    assert rpcauth.verify(value, "rt", "new-password")
 
 
 def test_keep_or_derive_with_salt_is_deterministic():
