@@ -328,6 +328,9 @@ def check_recovery(cell: dict, attempt: dict) -> list[dict]:
         else:
             fixing = converges
         ok = len(fixing) == 1 and fixing[0]["rc"] == 0 and fixing[0]["failed"] == 0
+        if not cell.get("expect_converge_failure"):
+            # the drift was real: the converge had something to put back
+            ok = ok and fixing[0].get("changed", 0) > 0
         checks.append(
             _check(
                 "recovered_by_one_converge",

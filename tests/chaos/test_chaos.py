@@ -353,6 +353,16 @@ def test_evaluate_repeat_reports_percentiles_and_budget():
     assert "all_attempts_ran" in _failed(chaos.evaluate(raw))
 
 
+def test_converge_recovery_must_have_put_something_back():
+    raw = _passing_raw()
+    raw["cell"].update({"id": "drift-x", "fault": "program_file_deleted", "recovery": "converge"})
+    raw["cell"].pop("budget_ms")
+    raw["attempts"][0]["converges"] = [{"rc": 0, "changed": 1, "failed": 0}]
+    assert chaos.evaluate(raw)["outcome"] == "pass", _failed(chaos.evaluate(raw))
+    raw["attempts"][0]["converges"] = [{"rc": 0, "changed": 0, "failed": 0}]
+    assert _failed(chaos.evaluate(raw)) == ["recovered_by_one_converge"]
+
+
 def test_startup_timing_must_hit_starting_state():
     raw = _passing_raw()
     raw["cell"]["timing"] = "startup"
