@@ -554,7 +554,8 @@ def inject(args, instances: list[Instance]) -> dict:
         # cannot remove anything. (Read before the kill: supervisord restarts at once and the
         # next daemon rewrites the pid file.)
         pid = _program_pid(inst)
-        pidfile = os.path.join(inst.datadir, "bitcoind.pid")
+        # Core resolves -pid (default bitcoind.pid) against the network data dir
+        pidfile = os.path.join(inst.network_dir, "bitcoind.pid")
         lockfile = os.path.join(inst.network_dir, ".lock")
         left = {
             "killed_pid": pid,
