@@ -515,6 +515,22 @@ def test_sigterm_exits_0_after_flush_delay_and_persists(make_daemon):
     assert d.result("getblockchaininfo")["initialblockdownload"] is False
 
 
+def test_sigterm_after_the_console_reader_died_still_exits_0(make_daemon):
+    """supervisord SIGKILLed: bitcoind's stdout pipe has no reader left, then systemd sends
+    SIGTERM. Core ignores console write errors and shuts down; so must the stand-in (the
+    chaos matrix's supervisord-sigkill cell waited out TimeoutStopSec before this)."""
+    d = make_daemon()
+    d.write_conf()
+    env = dict(os.environ, NODEFLEET_STANDIN_WARMUP="0.2", NODEFLEET_STANDIN_FLUSH_SECONDS="0.1")
+    argv = [str(d.exe), f"-conf={d.datadir / 'bitcoin.conf'}", f"-datadir={d.datadir}", "-printtoconsole"]
+    d.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    d.wait_ready()
+    d.proc.stdout.close()  # the reader (supervisord) is gone
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    assert "Shutdown: done" in d.debug_log()
+
+
 def test_generatetoaddress_survives_sigkill(make_daemon):
     d = make_daemon()
     d.write_conf()
