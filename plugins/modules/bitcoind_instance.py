@@ -58,6 +58,18 @@ options:
       - Stop the daemon first; this module does not stop processes.
     type: bool
     default: false
+  check_ports:
+    description:
+      - With O(state=present), fail before anything is written when one of the instance's
+        ports (RPC, P2P, onion bind, ZMQ) is held by a process that is not this instance's
+        bitcoind (found from C(/proc), LISTEN sockets and their owners; the instance's own
+        daemon is recognised by C(-datadir=) on its command line).
+      - bitcoind binds its P2P and onion ports only at the end of start-up, possibly long
+        after supervisord counted it as started, so without this check a foreign listener
+        surfaces as a crash loop much later. The error names the option, the port and the
+        holder.
+    type: bool
+    default: true
   impl:
     description: Which implementation runs the instance (recorded in the config header).
     type: str
@@ -278,6 +290,7 @@ from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     set_attributes,
     write_file_atomic,
 )
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.ports import foreign_listeners
 
 DIR_MODE = "0750"
 CONF_MODE = "0600"
@@ -286,6 +299,7 @@ ARGUMENT_SPEC = {
     "name": {"type": "str", "required": True},
     "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
     "purge": {"type": "bool", "default": False},
+    "check_ports": {"type": "bool", "default": True},
     "impl": {"type": "str", "choices": list(bitcoin_conf.IMPLS), "default": "core"},
     "network": {"type": "str", "choices": list(bitcoin_conf.NETWORK_SECTION), "default": "main"},
     "datadir": {"type": "str"},
@@ -346,6 +360,23 @@ def plan_present(n: dict, current: str | None, datadir_exists: bool) -> dict:
     }
 
 
+def check_ports_free(n: dict) -> None:
+    """Raise naming the option when a planned port is held by another process."""
+    ports = n["ports"]
+    named = {"rpc_port": ports["rpc"], "p2p_port": ports["p2p"]}
+    if ports.get("onion") is not None:
+        named["onion_port"] = ports["onion"]
+    named.update({"zmq_ports.%s" % topic: port for topic, port in sorted(ports["zmq"].items())})
+    conflicts = foreign_listeners(named, n["datadir"])
+    if conflicts:
+        option, port, pid, command = conflicts[0]
+        raise ValidationError(
+            option,
+            "port %d is already in use by another process (pid %d: %s); stop it or move this "
+            "instance's ports (port plan) before converging %s" % (port, pid, command, n["name"]),
+        )
+
+
 def ensure_present(module, n: dict) -> dict:
     datadir, conf_file = n["datadir"], n["conf_file"]
     check_account("owner", n["owner"], pwd.getpwnam, pwd.getpwuid)
@@ -354,6 +385,8 @@ def ensure_present(module, n: dict) -> dict:
         raise ValidationError("datadir", f"{datadir} exists and is not a directory")
     if os.path.isdir(conf_file) or (os.path.islink(conf_file)):
         raise ValidationError("datadir", f"{conf_file} is a directory or a symlink; refusing to replace it")
+    if module.params["check_ports"]:
+        check_ports_free(n)
     current = read_text(conf_file) if os.path.isdir(datadir) else None
     n = bitcoin_conf.with_rpc_users(n, current)
     plan = plan_present(n, current, os.path.isdir(datadir))

@@ -334,3 +334,50 @@ def test_standin_accepts_the_config_and_the_rpc_users_password(tmp_path, network
             proc.kill()
             proc.wait(timeout=5)
         log.close()
+
+
+LISTENER = (
+    "import socket, sys, time\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); print('ready', flush=True); time.sleep(60)\n"
+)
+
+
+def _listen(port: int, *extra_argv: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", LISTENER, str(port), *extra_argv], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_foreign_process_on_a_planned_port_fails_before_anything_is_written(base, tmp_path):
+    holder = _listen(base["p2p_port"])
+    try:
+        result, out = run_module(base)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.get("failed") is True, result
+    assert result["msg"].startswith("p2p_port: port %d is already in use" % base["p2p_port"]), result["msg"]
+    assert "pid %d" % holder.pid in result["msg"]
+    assert PASSWORD not in out
+    assert tree(tmp_path) == [], "nothing written when a port is taken"
+
+
+def test_the_instances_own_daemon_on_its_ports_is_not_a_conflict(base):
+    # A process serving this datadir (recognised by -datadir= on its command line, as the
+    # supervisord program runs bitcoind) may hold the instance's ports: it is the instance.
+    own = _listen(base["rpc_port"], "-datadir=%s" % base["datadir"])
+    try:
+        result, _out = run_module(base)
+        assert result.get("failed") is not True, result
+        # check_ports: false skips the check entirely, even for a foreign holder.
+        foreign = _listen(base["p2p_port"])
+        try:
+            result, _out = run_module(dict(base, check_ports=False))
+            assert result.get("failed") is not True, result
+        finally:
+            foreign.kill()
+            foreign.wait()
+    finally:
+        own.kill()
+        own.wait()
