@@ -36,23 +36,12 @@ echo "chaos.sh: self-test of the chaos tooling"
 python -m pytest -q -p no:cacheprovider tests/chaos
 
 # The fleet: create what is missing (idempotent), then converge (a no-op when it is up).
-fleet_up=true
-containers=$(ansible-inventory -i "$INVENTORY" --list | python -c '
-import json, sys
-inv = json.load(sys.stdin)
-hv = inv.get("_meta", {}).get("hostvars", {})
-print(" ".join(hv.get(h, {}).get("nodefleet_container_name") or hv.get(h, {}).get("ansible_host") or "nodefleet-" + h
-               for h in inv["fleet"]["hosts"]))')
-for container in $containers; do
-  running=$(podman container inspect -f '{{.State.Running}}' "$container" 2>/dev/null || echo false)
-  [ "$running" = true ] || fleet_up=false
-done
-if [ "$fleet_up" != true ] || [ ! -f "${NODEFLEET_RELEASE_DIR:-build/release}/signers.json" ]; then
-  echo "chaos.sh: bringing the fleet up"
-  bash tests/image/build.sh
-  bash tests/release/build_release.sh "${NODEFLEET_RELEASE_DIR:-build/release}"
-  ansible-playbook -i "$INVENTORY" tests/fleet/create.yml
-fi
+# Image, releases and containers are cached/idempotent: a running node whose container
+# settings changed (e.g. a new capability) is recreated, an unchanged one is kept.
+echo "chaos.sh: bringing the fleet up (idempotent)"
+bash tests/image/build.sh
+bash tests/release/build_release.sh "${NODEFLEET_RELEASE_DIR:-build/release}"
+ansible-playbook -i "$INVENTORY" tests/fleet/create.yml
 echo "chaos.sh: converging the fleet"
 ansible-playbook -i "$INVENTORY" playbooks/site.yml
 
