@@ -82,7 +82,8 @@ def test_keeps_a_verifying_line_from_conf_file_and_rotates_after_password_change
     rotated, _out = run_module({"user": "alice", "password": PASSWORD + "-new", "conf_file": str(conf)})
     assert rotated["changed"] is True
     salt = rotated["rpcauth"].split(":", 1)[1].split("$", 1)[0]
-    assert salt != first["rpcauth"].split(":", 1)[1].split("$", 1)[0]
+    assert rotated["rpcauth"] != first["rpcauth"]
+    assert salt == first["rpcauth"].split(":", 1)[1].split("$", 1)[0], "alice's one line keeps its salt"
     assert rotated["rpcauth"].endswith("$" + core_hash(salt, PASSWORD + "-new"))
     assert conf.read_bytes() == before, "the module writes nothing"
 

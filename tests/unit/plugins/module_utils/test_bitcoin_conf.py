@@ -164,8 +164,10 @@ def test_rpc_users_rotates_after_a_password_change():
     second = bitcoin_conf.render(bitcoin_conf.with_rpc_users(changed, first))
     (old,) = rpcauth.lines_from_conf(first)
     (new,) = rpcauth.lines_from_conf(second)
-    assert rpcauth.parse(old)[1] != rpcauth.parse(new)[1]
+    assert new != old
+    assert rpcauth.parse(old)[1] == rpcauth.parse(new)[1]  # the user's one line keeps its salt
     assert rpcauth.verify(new, "alice", "new-alice")
+    assert not rpcauth.verify(new, "alice", "pa55-alice")
 
 
 def test_rpc_users_line_equal_to_a_given_rpcauth_is_written_once():
