@@ -15,23 +15,24 @@ import os
 TCP_LISTEN = "0A"
 
 
-def parse_proc_net_tcp(text: str) -> dict[int, set[str]]:
-    """Map port -> socket inodes of the LISTEN sockets in a /proc/net/tcp{,6} table."""
-    listeners: dict[int, set[str]] = {}
+def parse_proc_net_tcp(text: str) -> dict[int, dict[str, int]]:
+    """Map port -> {socket inode: owner uid} of the LISTEN sockets in a /proc/net/tcp{,6} table."""
+    listeners: dict[int, dict[str, int]] = {}
     for line in text.splitlines()[1:]:
         fields = line.split()
         if len(fields) < 10 or fields[3] != TCP_LISTEN:
             continue
         try:
             port = int(fields[1].rsplit(":", 1)[1], 16)
+            uid = int(fields[7])
         except (IndexError, ValueError):
             continue
-        listeners.setdefault(port, set()).add(fields[9])
+        listeners.setdefault(port, {})[fields[9]] = uid
     return listeners
 
 
-def listening_inodes(proc: str = "/proc") -> dict[int, set[str]]:
-    merged: dict[int, set[str]] = {}
+def listening_inodes(proc: str = "/proc") -> dict[int, dict[str, int]]:
+    merged: dict[int, dict[str, int]] = {}
     for table in ("tcp", "tcp6"):
         try:
             with open(os.path.join(proc, "net", table), encoding="ascii") as handle:
@@ -39,12 +40,12 @@ def listening_inodes(proc: str = "/proc") -> dict[int, set[str]]:
         except OSError:
             continue
         for port, inodes in parse_proc_net_tcp(text).items():
-            merged.setdefault(port, set()).update(inodes)
+            merged.setdefault(port, {}).update(inodes)
     return merged
 
 
-def socket_owners(inodes: set[str], proc: str = "/proc") -> dict[int, list[str]]:
-    """pid -> argv of the processes that hold one of ``inodes`` open."""
+def socket_owners(inodes, proc: str = "/proc") -> dict[int, list[str]]:
+    """pid -> argv of the processes that hold one of ``inodes`` open (those whose fds we may read)."""
     wanted = {"socket:[%s]" % inode for inode in inodes}
     owners: dict[int, list[str]] = {}
     for entry in os.listdir(proc):
@@ -54,7 +55,7 @@ def socket_owners(inodes: set[str], proc: str = "/proc") -> dict[int, list[str]]
         try:
             links = {os.readlink(os.path.join(fd_dir, fd)) for fd in os.listdir(fd_dir)}
         except OSError:
-            continue  # gone, or not ours to read
+            continue  # gone, or not ours to read (another uid without CAP_SYS_PTRACE)
         if links & wanted:
             try:
                 with open(os.path.join(proc, entry, "cmdline"), "rb") as handle:
@@ -71,18 +72,28 @@ def is_instance_process(argv: list[str], datadir: str) -> bool:
     return any(arg.startswith("-datadir=") and os.path.normpath(arg[len("-datadir=") :]) == wanted for arg in argv)
 
 
-def foreign_listeners(ports: dict[str, int], datadir: str, proc: str = "/proc") -> list[tuple[str, int, int, str]]:
-    """(option, port, pid, command) for every planned port held by a process that is not this instance."""
+def foreign_listeners(
+    ports: dict[str, int], datadir: str, owner_uid: int | None = None, proc: str = "/proc"
+) -> list[tuple[str, int, int, str]]:
+    """(option, port, pid, command) for every planned port held by a process that is not this instance.
+
+    A socket whose process cannot be seen (root without CAP_SYS_PTRACE, as in a container,
+    cannot read another user's fds) is judged by the socket's uid: the instance user's own
+    socket is the instance (the port plan keeps instances' ports apart), any other uid is a
+    conflict.
+    """
     listening = listening_inodes(proc)
     conflicts = []
     for option, port in ports.items():
-        inodes = listening.get(port)
-        if not inodes:
+        sockets = listening.get(port)
+        if not sockets:
             continue
-        owners = socket_owners(inodes, proc)
+        owners = socket_owners(set(sockets), proc)
         for pid, argv in sorted(owners.items()):
             if not is_instance_process(argv, datadir):
                 conflicts.append((option, port, pid, " ".join(argv)[:120] or "?"))
         if not owners:
-            conflicts.append((option, port, 0, "a process this module cannot see"))
+            foreign_uids = sorted({uid for uid in sockets.values() if uid != owner_uid})
+            if foreign_uids:
+                conflicts.append((option, port, 0, "a process of uid %s" % ",".join(map(str, foreign_uids))))
     return conflicts

@@ -360,6 +360,13 @@ def plan_present(n: dict, current: str | None, datadir_exists: bool) -> dict:
     }
 
 
+def account_uid(owner) -> int | None:
+    try:
+        return int(owner) if str(owner).isdigit() else pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        return None
+
+
 def check_ports_free(n: dict) -> None:
     """Raise naming the option when a planned port is held by another process."""
     ports = n["ports"]
@@ -367,13 +374,14 @@ def check_ports_free(n: dict) -> None:
     if ports.get("onion") is not None:
         named["onion_port"] = ports["onion"]
     named.update({"zmq_ports.%s" % topic: port for topic, port in sorted(ports["zmq"].items())})
-    conflicts = foreign_listeners(named, n["datadir"])
+    conflicts = foreign_listeners(named, n["datadir"], owner_uid=account_uid(n["owner"]))
     if conflicts:
         option, port, pid, command = conflicts[0]
+        holder = "pid %d: %s" % (pid, command) if pid else command
         raise ValidationError(
             option,
-            "port %d is already in use by another process (pid %d: %s); stop it or move this "
-            "instance's ports (port plan) before converging %s" % (port, pid, command, n["name"]),
+            "port %d is already in use by another process (%s); stop it or move this "
+            "instance's ports (port plan) before converging %s" % (port, holder, n["name"]),
         )
 
 

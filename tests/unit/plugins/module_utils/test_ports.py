@@ -19,8 +19,8 @@ PROC_NET_TCP6 = """\
 
 
 def test_parse_proc_net_tcp_keeps_only_listen_sockets():
-    assert ports.parse_proc_net_tcp(PROC_NET_TCP) == {20001: {"111"}, 20003: {"222"}}
-    assert ports.parse_proc_net_tcp(PROC_NET_TCP6) == {20001: {"444"}}
+    assert ports.parse_proc_net_tcp(PROC_NET_TCP) == {20001: {"111": 101}, 20003: {"222": 101}}
+    assert ports.parse_proc_net_tcp(PROC_NET_TCP6) == {20001: {"444": 0}}
     assert ports.parse_proc_net_tcp("header only\n") == {}
 
 
@@ -59,10 +59,13 @@ def test_foreign_listeners_from_a_fake_proc(tmp_path):
         (fd / "3").symlink_to("socket:[%s]" % inode)
         (proc / str(pid) / "cmdline").write_bytes(argv)
     planned = {"rpc_port": 20000, "p2p_port": 20001, "zmq_ports.rawtx": 20003}
-    assert ports.foreign_listeners(planned, "/var/lib/bitcoind/a", str(proc)) == [
+    assert ports.foreign_listeners(planned, "/var/lib/bitcoind/a", 101, str(proc)) == [
         ("zmq_ports.rawtx", 20003, 20, "python3 -c listen"),
     ]
-    # inode 444 (tcp6 on 20001) has no visible owner: reported rather than ignored
+    # No visible owner (another uid's fds, no CAP_SYS_PTRACE): judged by the sockets' uids.
+    # 20001 has inode 111 of uid 101 (the instance user) and inode 444 of uid 0 (foreign).
     (proc / "10" / "fd" / "3").unlink()
-    conflicts = ports.foreign_listeners({"p2p_port": 20001}, "/var/lib/bitcoind/a", str(proc))
-    assert conflicts == [("p2p_port", 20001, 0, "a process this module cannot see")]
+    conflicts = ports.foreign_listeners({"p2p_port": 20001}, "/var/lib/bitcoind/a", 101, str(proc))
+    assert conflicts == [("p2p_port", 20001, 0, "a process of uid 0")]
+    (proc / "net" / "tcp6").write_text("header\n")
+    assert ports.foreign_listeners({"p2p_port": 20001}, "/var/lib/bitcoind/a", 101, str(proc)) == []
