@@ -55,8 +55,11 @@ options:
     description:
       - Number of slots a name is hashed into. O(base) + O(slots) * O(slot_size) - 1 must not
         exceed 65535.
+      - The default keeps the plan (20000-32699) below Linux's ephemeral port range
+        (32768-60999): a port in that range can be taken by any outgoing connection's local
+        end, and the instance then fails to bind it when it restarts.
     type: int
-    default: 4000
+    default: 1270
   reserved:
     description:
       - Ports no instance may use, as a dict port -> what owns it.
@@ -230,7 +233,7 @@ def normalise_reserved(reserved) -> dict:
     return result
 
 
-def plan_ports(instances, base: int = 20000, slot_size: int = 10, slots: int = 4000, reserved=None) -> dict:
+def plan_ports(instances, base: int = 20000, slot_size: int = 10, slots: int = 1270, reserved=None) -> dict:
     """Pure planner behind the filter; raises PortPlanError on any problem."""
     check_layout(base, slot_size, slots)
     reserved_ports = normalise_reserved(reserved)
@@ -253,7 +256,7 @@ def plan_ports(instances, base: int = 20000, slot_size: int = 10, slots: int = 4
     return plans
 
 
-def port_plan(instances, base=20000, slot_size=10, slots=4000, reserved=None):
+def port_plan(instances, base=20000, slot_size=10, slots=1270, reserved=None):
     """Jinja2 filter wrapper: PortPlanError -> AnsibleFilterError with the same message."""
     try:
         return plan_ports(instances, base=base, slot_size=slot_size, slots=slots, reserved=reserved)

@@ -14,7 +14,7 @@ from ansible_collections.nodefleet.bitcoin.plugins.filter import port_plan as pp
 TOPICS = ("rawblock", "rawtx", "hashblock", "hashtx", "sequence")
 
 
-def expected_slot(name: str, slots: int = 4000) -> int:
+def expected_slot(name: str, slots: int = 1270) -> int:
     """Independent statement of the documented hash: SHA-256, first 8 bytes big-endian, mod slots."""
     return int(hashlib.sha256(name.encode()).hexdigest()[:16], 16) % slots
 
@@ -34,7 +34,7 @@ def all_ports(plan: dict) -> list:
     return [plan["rpc"], plan["p2p"], plan["onion"], *plan["zmq"].values()]
 
 
-def find_colliding_names(slots: int = 4000) -> tuple:
+def find_colliding_names(slots: int = 1270) -> tuple:
     """Two distinct names whose hashed slots are equal (found by search, not hard-coded)."""
     seen = {}
     for i in itertools.count():
@@ -96,7 +96,8 @@ def test_plan(instances, kwargs, expected):
 def test_hashed_slot_matches_documented_algorithm_for_many_names():
     for i in range(200):
         name = f"inst-{i}"
-        assert pp.hashed_slot(name, 4000) == expected_slot(name)
+        assert pp.hashed_slot(name, 4000) == expected_slot(name, 4000)
+        assert pp.hashed_slot(name, 1270) == expected_slot(name)
         assert 0 <= pp.hashed_slot(name, 17) < 17
 
 
@@ -145,7 +146,7 @@ def test_hash_collision_names_both_instances_slot_and_remedy():
     assert f"slot {slot}" in msg
     assert "port_slot" in msg
     # The remedy works: an explicit slot for one of them resolves it.
-    other = (slot + 1) % 4000
+    other = (slot + 1) % 1270
     plan = pp.plan_ports([{"name": first}, {"name": second, "port_slot": other}])
     assert plan[second]["rpc"] == 20000 + other * 10
 
@@ -238,3 +239,12 @@ def test_filter_raises_ansible_filter_error_with_the_message():
 def test_filter_is_registered_under_its_documented_name():
     filters = pp.FilterModule().filters()
     assert filters["port_plan"]([{"name": "x", "port_slot": 2}])["x"]["rpc"] == 20020
+
+
+def test_default_plan_stays_below_the_ephemeral_port_range():
+    # An outgoing connection's local end may take any port in 32768-60999; an instance whose
+    # port is taken that way cannot bind it when it restarts (found by the chaos matrix).
+    plan = pp.plan_ports([{"name": "inst-%d" % i} for i in range(5)] + [{"name": "last", "port_slot": 1269}])
+    highest = max(max(v for k, v in p.items() if k != "zmq") for p in plan.values())
+    highest = max([highest] + [port for p in plan.values() for port in p["zmq"].values()])
+    assert highest < 32768
