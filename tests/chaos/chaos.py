@@ -73,8 +73,10 @@ def summarize_playbook(output: str, rc: int, duration_ms: int) -> dict:
                         continue
                     msg = res.get("msg") or res.get("stderr") or ""
                     items = [r for r in res.get("results", []) if r.get("failed")]
-                    if items and not msg.strip():
-                        msg = "; ".join(str(r.get("msg", "")) for r in items)
+                    if items:
+                        # A failed loop says only "One or more items failed"; the item says why.
+                        item_msgs = "; ".join(str(r.get("msg", "")) for r in items)
+                        msg = "%s; %s" % (msg, item_msgs) if msg.strip() else item_msgs
                     failures.append({"host": host, "task": task.get("task", {}).get("name", ""), "msg": str(msg)})
     return {
         "rc": rc,

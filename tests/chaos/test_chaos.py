@@ -117,6 +117,19 @@ def test_summarize_playbook_counts_and_failures():
                                 "n2": {"failed": True, "msg": "", "results": [{"failed": True, "msg": "item x"}]}
                             },
                         },
+                        {
+                            "task": {"name": "Converge each instance"},
+                            "hosts": {
+                                "n2": {
+                                    "failed": True,
+                                    "msg": "One or more items failed",
+                                    "results": [
+                                        {"failed": False, "msg": "ok"},
+                                        {"failed": True, "msg": "p2p_port: in use; converging core-regtest"},
+                                    ],
+                                }
+                            },
+                        },
                     ]
                 }
             ],
@@ -125,9 +138,11 @@ def test_summarize_playbook_counts_and_failures():
     )
     summary = chaos.summarize_playbook(output, 2, 1234)
     assert summary["changed"] == 2 and summary["failed"] == 2 and summary["rc"] == 2
-    assert [f["task"] for f in summary["failures"]] == ["Start programs", "loop"]
+    assert [f["task"] for f in summary["failures"]] == ["Start programs", "loop", "Converge each instance"]
     assert "FATAL" in summary["failures"][0]["msg"]
     assert summary["failures"][1]["msg"] == "item x"
+    # the failed item's message (which names the instance) is kept, not just the loop's summary
+    assert summary["failures"][2]["msg"].endswith("converging core-regtest")
 
 
 def test_summarize_playbook_unparsable_output():
