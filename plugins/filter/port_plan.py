@@ -56,7 +56,7 @@ options:
       - Number of slots a name is hashed into. O(base) + O(slots) * O(slot_size) - 1 must not
         exceed 65535.
       - The default keeps the plan (20000-32699) below Linux's ephemeral port range
-        (32768-60999): a port in that range can be taken by any outgoing connection's local
+        (32768-60999), where a port can be taken by any outgoing connection's local
         end, and the instance then fails to bind it when it restarts.
     type: int
     default: 1270
