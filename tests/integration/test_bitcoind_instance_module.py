@@ -23,6 +23,7 @@ import urllib.request
 
 import pytest
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import rpcauth
+from ansible_collections.nodefleet.bitcoin.tests.integration.ansible_cli import run_collection_module
 
 pytestmark = pytest.mark.integration
 
@@ -37,28 +38,7 @@ HEADER = "# Managed by nodefleet.bitcoin (bitcoind_instance); local edits are ov
 
 def run_module(args: dict, check: bool = False, diff: bool = False, verbosity: int = 0):
     """Run nodefleet.bitcoin.bitcoind_instance via the ansible CLI; return (result, raw stdout+stderr)."""
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_NOCOLOR="1",
-    )
-    cmd = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local"]
-    cmd += ["-e", json.dumps({"ansible_python_interpreter": sys.executable})]
-    cmd += ["-m", "nodefleet.bitcoin.bitcoind_instance", "-a", json.dumps(args)]
-    if check:
-        cmd.append("--check")
-    if diff:
-        cmd.append("--diff")
-    if verbosity:
-        cmd.append("-" + "v" * verbosity)
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    start = proc.stdout.find("{")
-    assert start >= 0, proc.stdout + proc.stderr
-    report = json.loads(proc.stdout[start:])
-    result = report["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    return result, proc.stdout + proc.stderr
+    return run_collection_module("bitcoind_instance", args, check=check, diff=diff, verbosity=verbosity)
 
 
 def tree(path) -> list[str]:

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
-import subprocess
 import sys
 
 import pytest
+from ansible_collections.nodefleet.bitcoin.tests.integration.ansible_cli import run_collection_module
 
 pytestmark = pytest.mark.integration
 
@@ -23,27 +22,7 @@ SALT = "0123456789abcdef0123456789abcdef"
 
 def run_module(args: dict, check: bool = False, diff: bool = False, verbosity: int = 0):
     """Run nodefleet.bitcoin.rpcauth_derive via the ansible CLI; return (result, raw stdout+stderr)."""
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_NOCOLOR="1",
-    )
-    cmd = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local"]
-    cmd += ["-e", json.dumps({"ansible_python_interpreter": sys.executable})]
-    cmd += ["-m", "nodefleet.bitcoin.rpcauth_derive", "-a", json.dumps(args)]
-    if check:
-        cmd.append("--check")
-    if diff:
-        cmd.append("--diff")
-    if verbosity:
-        cmd.append("-" + "v" * verbosity)
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    start = proc.stdout.find("{")
-    assert start >= 0, proc.stdout + proc.stderr
-    result = json.loads(proc.stdout[start:])["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    return result, proc.stdout + proc.stderr
+    return run_collection_module("rpcauth_derive", args, check=check, diff=diff, verbosity=verbosity)
 
 
 def core_hash(salt: str, password: str) -> str:
