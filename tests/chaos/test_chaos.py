@@ -85,6 +85,19 @@ def test_select_sets():
     assert only[0]["node"] == MATRIX["defaults"]["node"]  # defaults merged
 
 
+def test_ci_subset_is_representative():
+    """docs/chaos.md, "The CI subset": the three measured targets, every target kind, every
+    recovery mode, a fault during start-up and a drift cell run in CI."""
+    ci = chaos.select_cells(MATRIX, "ci")
+    ids = {c["id"] for c in ci}
+    assert {"instance-sigkill-steady", "supervisord-sigkill-steady", "node-restart"} <= ids
+    assert {"instance", "tor", "supervisord", "node"} <= {c["target"] for c in ci}
+    assert {c["recovery"] for c in ci} == {"supervision", "heal", "converge"}
+    assert any(c["timing"] == "startup" for c in ci)
+    assert any(c["fault"] in DRIFT for c in ci)
+    assert any(c["fault"] == "crashloop" for c in ci)
+
+
 @pytest.mark.parametrize(
     "matrix, set_name, only, error",
     [
