@@ -20,12 +20,13 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import bitcoin_conf, rpcauth
+from ansible_collections.nodefleet.bitcoin.tests.integration.ansible_cli import run_collection_module
+from ansible_collections.nodefleet.bitcoin.tests.integration.local_ports import free_ports
 from ansible_collections.nodefleet.bitcoin.tests.integration.supervisord_fixture import (  # noqa: F401
     supervisord,
 )
@@ -65,20 +66,6 @@ pytestmark = [
         reason=f"the stand-in daemon {STANDIN} has not landed yet (issue: stand-in bitcoind)",
     ),
 ]
-
-
-def free_ports(count: int) -> list:
-    """Distinct free loopback ports (held open together so no two are equal)."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def onion_for(name: str) -> str:
@@ -133,7 +120,7 @@ def credentials(names) -> dict:
 
 
 def run_info(sv, names, timeout: float = 5.0, check: bool = False, extra: dict | None = None) -> tuple:
-    """Run bitcoind_info through ansible (discovery mode); return (module result, wall seconds, raw stdout)."""
+    """Run bitcoind_info through ansible (discovery mode); return (module result, wall seconds, raw output)."""
     args = {
         "credentials": credentials(names),
         "conf_dir": sv.conf_dir,
@@ -142,24 +129,10 @@ def run_info(sv, names, timeout: float = 5.0, check: bool = False, extra: dict |
         "timeout": timeout,
         **(extra or {}),
     }
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-        ANSIBLE_LOCALHOST_WARNING="false",
-    )
-    cmd = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local", "-m", "nodefleet.bitcoin.bitcoind_info"]
-    cmd += ["-a", json.dumps(args), "-e", "ansible_python_interpreter=" + os.path.join(ROOT, ".venv", "bin", "python")]
-    if check:
-        cmd.append("--check")
     started = time.monotonic()
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    result, output = run_collection_module("bitcoind_info", args, check=check, expect_success=True)
     wall = time.monotonic() - started
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    return result, wall, proc.stdout
+    return result, wall, output
 
 
 def wait_all_up(sv, names, budget: float = 30.0) -> dict:

@@ -13,7 +13,6 @@ import grp
 import json
 import os
 import pwd
-import socket
 import stat
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import urllib.request
 import pytest
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import rpcauth
 from ansible_collections.nodefleet.bitcoin.tests.integration.ansible_cli import run_collection_module
+from ansible_collections.nodefleet.bitcoin.tests.integration.local_ports import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -234,20 +234,6 @@ def test_purge_refuses_a_directory_it_does_not_manage(tmp_path):
 # --------------------------------------------------------------------------- with the stand-in daemon
 
 STANDIN = os.path.join(REPO, "tests", "standin", "bitcoind")
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def rpc_status(port: int, user: str, password: str) -> int:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import time
 
 import pytest
+from ansible_collections.nodefleet.bitcoin.tests.integration.ansible_cli import run_collection_module_in_playbook
 from ansible_collections.nodefleet.bitcoin.tests.integration.supervisord_fixture import (
     running_supervisord,
     supervisord_binary,
@@ -18,9 +18,6 @@ from ansible_collections.nodefleet.bitcoin.tests.integration.supervisord_fixture
 
 pytestmark = pytest.mark.integration
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-ANSIBLE_PLAYBOOK = os.path.join(REPO, ".venv", "bin", "ansible-playbook")
-MODULE = "nodefleet.bitcoin.supervisord_program"
 SLEEP = "/bin/sleep 1000"
 
 
@@ -43,30 +40,9 @@ def run_module(sv, args: dict, check=False, diff=False, verbosity=0):
     args = dict(args)
     args.setdefault("server_url", sv.server_url)
     args.setdefault("conf_dir", sv.conf_dir)
-    play = [{"hosts": "localhost", "gather_facts": False, "connection": "local", "tasks": [{MODULE: args}]}]
-    playbook = os.path.join(sv.root, f"play-{time.monotonic_ns()}.yml")
-    with open(playbook, "w", encoding="utf-8") as handle:
-        json.dump(play, handle)
-    cmd = [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-e", "ansible_python_interpreter=/usr/bin/python3", playbook]
-    if check:
-        cmd.append("--check")
-    if diff:
-        cmd.append("--diff")
-    if verbosity:
-        cmd.append("-" + "v" * verbosity)
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_NOCOLOR="1",
+    return run_collection_module_in_playbook(
+        "supervisord_program", args, sv.root, check=check, diff=diff, verbosity=verbosity
     )
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, check=False)
-    os.unlink(playbook)
-    start = proc.stdout.find("{\n")
-    assert start >= 0, f"no JSON in ansible-playbook output:\n{proc.stdout}\n{proc.stderr}"
-    output = json.loads(proc.stdout[start:])
-    result = output["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    return result, proc.stdout + proc.stderr
 
 
 def run(sv, args: dict, **kwargs):
