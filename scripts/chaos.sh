@@ -11,10 +11,7 @@
 # build/chaos/<cell>.json, build/chaos/summary.md; logs of every playbook run the cells make
 # in build/chaos/logs/. Exit status 0 only when every selected cell passed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
-export PATH="$ROOT/.venv/bin:$PATH"
+source "$(dirname "$0")/lib.sh"
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 INVENTORY=${NODEFLEET_INVENTORY:-$ROOT/inventories/demo/hosts.yml}
 
@@ -38,12 +35,8 @@ python -m pytest -q -p no:cacheprovider tests/chaos
 # The fleet: create what is missing (idempotent), then converge (a no-op when it is up).
 # Image, releases and containers are cached/idempotent: a running node whose container
 # settings changed (e.g. a new capability) is recreated, an unchanged one is kept.
-echo "chaos.sh: bringing the fleet up (idempotent)"
-bash tests/image/build.sh
-bash tests/release/build_release.sh "${NODEFLEET_RELEASE_DIR:-build/release}"
-ansible-playbook -i "$INVENTORY" tests/fleet/create.yml
-echo "chaos.sh: converging the fleet"
-ansible-playbook -i "$INVENTORY" playbooks/site.yml
+echo "chaos.sh: bringing the fleet up and converging it (idempotent)"
+fleet_up "$INVENTORY" "${NODEFLEET_RELEASE_DIR:-build/release}"
 
 export CHAOS_SET=$set_name CHAOS_CELLS=$cells NODEFLEET_INVENTORY="$INVENTORY"
 start=$(date +%s)

@@ -5,10 +5,7 @@
 # inventories/demo, and a per-instance summary (state, ports, onion address).
 # The fleet stays up; `scripts/demo.sh down` removes it.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
-export PATH="$ROOT/.venv/bin:$PATH"
+source "$(dirname "$0")/lib.sh"
 INVENTORY=inventories/demo
 
 bash scripts/setup.sh
@@ -16,8 +13,5 @@ if [ "${1:-up}" = down ]; then
   ansible-playbook -i "$INVENTORY" tests/fleet/destroy.yml
   exit 0
 fi
-bash tests/image/build.sh
-bash tests/release/build_release.sh build/release
-ansible-playbook -i "$INVENTORY" tests/fleet/create.yml
-ansible-playbook -i "$INVENTORY" playbooks/site.yml
+fleet_up "$INVENTORY"
 ansible-playbook -i "$INVENTORY" playbooks/status.yml

@@ -8,10 +8,7 @@
 # molecule (the local podman fleet: converge, idempotence, check-diff, verify),
 # chaos (the chaos matrix subset that CI runs; scripts/chaos.sh runs the full matrix).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
-export PATH="$ROOT/.venv/bin:$PATH"
+source "$(dirname "$0")/lib.sh"
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 
 ALL_STAGES=(lint artifact sanity units integration molecule chaos)
