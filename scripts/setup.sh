@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # One-time (idempotent, cheap on re-run) set-up of a Debian 12 machine for nodefleet.bitcoin
 # development, tests and the local demo fleet:
-#   - Debian packages: podman + runc (crun 1.8 fails on hybrid cgroups), debootstrap, tor,
-#     supervisor, gnupg (tests run the real programs),
-#   - /etc/containers/containers.conf: runc and ulimits within the host's hard limits,
+#   - Debian packages: podman + runc (crun 1.8 fails on hybrid cgroups), the CNI dnsname
+#     plugin (fleet nodes resolve each other by inventory name), debootstrap and the Debian
+#     archive keyring it verifies the mirror with, tor, supervisor, gnupg (tests run the real
+#     programs). Everything is named here: packages are installed without Recommends, so
+#     nothing may depend on what a Recommends would have pulled in,
+#   - /etc/containers/containers.conf: CNI network backend, runc and ulimits within the
+#     host's hard limits,
+#   - the fleet network: one created before DNS was available is removed (tests/fleet/create.yml
+#     creates it again, with DNS),
 #   - .venv with the pinned Python environment from requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-APT_PACKAGES=(podman runc debootstrap tor supervisor gnupg iproute2 procps rsync)
+# golang-github-containernetworking-plugin-dnsname: podman 4.3's CNI backend gives a network
+# name resolution between containers only through this plugin (a Recommends of nothing that
+# --no-install-recommends keeps; without it `podman network inspect` says dns_enabled false).
+APT_PACKAGES=(podman runc golang-github-containernetworking-plugin-dnsname debootstrap
+  debian-archive-keyring ca-certificates tor supervisor gnupg iproute2 procps rsync)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -22,7 +32,7 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Podman settings this kind of machine needs (see docs/development.md).
+# Podman settings this kind of machine needs (docs/local-fleet.md).
 nofile=$(ulimit -Hn); nproc=$(ulimit -Hu)
 [ "$nofile" = unlimited ] && nofile=65536
 [ "$nproc" = unlimited ] && nproc=65536
@@ -32,10 +42,21 @@ want_conf="# Written by nodefleet.bitcoin scripts/setup.sh
 default_ulimits = [\"nofile=${nofile}:${nofile}\", \"nproc=${nproc}:${nproc}\"]
 [engine]
 runtime = \"runc\"
+[network]
+network_backend = \"cni\"
 "
 mkdir -p /etc/containers
 if [ ! -f /etc/containers/containers.conf ] || [ "$(cat /etc/containers/containers.conf)" != "$(printf '%s' "$want_conf")" ]; then
   printf '%s' "$want_conf" > /etc/containers/containers.conf
+fi
+
+# A fleet network created before the dnsname plugin was installed has DNS off for good (podman
+# decides at creation); remove it, and the containers on it, so create.yml makes it anew.
+FLEET_NETWORK=nodefleet # tests/fleet/vars.yml: nodefleet_network
+if podman network exists "$FLEET_NETWORK" 2>/dev/null &&
+  [ "$(podman network inspect --format '{{.DNSEnabled}}' "$FLEET_NETWORK")" != true ]; then
+  echo "setup: the podman network $FLEET_NETWORK has no DNS (created before the dnsname plugin); recreating it"
+  podman network rm --force "$FLEET_NETWORK" >/dev/null
 fi
 
 # Python environment, reinstalled only when requirements.txt changes.
