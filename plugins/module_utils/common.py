@@ -45,20 +45,91 @@ def check_name(option: str, value: str) -> str:
     return value
 
 
+# Characters that end a line for some parser that reads what the collection writes:
+# bitcoind (std::getline: "\n"), supervisord/configparser and the collection's own parsers
+# (str.splitlines: also \r \v \f \x1c-\x1e \x85 \u2028 \u2029). A value holding one
+# would be read back as two lines by one of them.
+LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+# Directories a module must never take over (create files in, chown or chmod) because a
+# typo in a path option pointed at them.
+SYSTEM_DIRS = frozenset(
+    """/ /bin /boot /dev /etc /home /lib /lib32 /lib64 /libx32 /media /mnt /opt /proc /root
+    /run /sbin /srv /sys /tmp /usr /usr/bin /usr/lib /usr/lib64 /usr/libexec /usr/local
+    /usr/local/bin /usr/local/lib /usr/local/sbin /usr/sbin /usr/share /usr/src /var
+    /var/backups /var/cache /var/lib /var/local /var/lock /var/log /var/mail /var/opt
+    /var/run /var/spool /var/tmp /etc/systemd /etc/supervisor /etc/tor /etc/default
+    /etc/cron.d /etc/sudoers.d /etc/tmpfiles.d /etc/ssh /etc/security /etc/pam.d""".split()
+)
+
+
+def unsafe_char(value: str) -> str | None:
+    """The first character of ``value`` that must not reach a config line or a path, or None.
+
+    Refused: every control character (C0, DEL, C1 — NUL, tab, ESC and the line breaks above
+    among them), the Unicode line and paragraph separators, and other format characters
+    (bidi overrides, zero-width) that make a value read differently from how it looks.
+    """
+    import unicodedata
+
+    for char in value:
+        if char in LINE_BREAKS or unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
+            return char
+    return None
+
+
+def check_line_value(option: str, value: str, *, allow_empty: bool = True) -> str:
+    """Return ``value`` if it can be written on one config line and read back identically.
+
+    Refuses any control or line-break character (see ``unsafe_char``) and leading or trailing
+    whitespace (bitcoind and supervisord strip it, so it would not read back the same).
+    """
+    if not isinstance(value, str):
+        raise ValidationError(option, "%r is not a string" % (value,))
+    if not value and not allow_empty:
+        raise ValidationError(option, "must not be empty")
+    bad = unsafe_char(value)
+    if bad is not None:
+        raise ValidationError(option, "must not contain the control or line-break character %r" % bad)
+    if value != value.strip(" \t\n\r\x0b\x0c"):
+        raise ValidationError(option, "must not start or end with whitespace")
+    return value
+
+
 def check_abs_path(option: str, value: str) -> str:
-    """Return a normalised absolute path, rejecting relative paths and '..' components."""
+    """Return a normalised absolute path, rejecting relative paths and '..' components.
+
+    Control characters (tab, ESC, DEL, NUL, any line break) are refused, and the result is
+    normalised with a single leading slash (``//`` is not a way around the root check).
+    """
     if not isinstance(value, str) or not value:
         raise ValidationError(option, "must be a non-empty absolute path")
-    if "\x00" in value or "\n" in value:
-        raise ValidationError(option, "must not contain NUL or newline characters")
+    bad = unsafe_char(value)
+    if bad is not None:
+        raise ValidationError(option, "must not contain the control or line-break character %r" % bad)
     if not value.startswith("/"):
         raise ValidationError(option, "%r is not an absolute path" % (value,))
     if ".." in value.split("/"):
         raise ValidationError(option, "%r must not contain '..' components" % (value,))
-    normalised = os.path.normpath(value)
+    # normpath keeps a leading "//" (POSIX allows it a meaning); no path option wants that.
+    normalised = "/" + os.path.normpath(value).lstrip("/")
     if normalised == "/":
         raise ValidationError(option, "must not be the filesystem root")
     return normalised
+
+
+def check_managed_dir(option: str, value: str) -> str:
+    """``check_abs_path`` for a directory the module creates, owns or chowns.
+
+    Also refuses system directories (``/etc``, ``/var/lib``, ``/usr`` ...) and paths with
+    whitespace, which no daemon's directory needs and which split unquoted command lines.
+    """
+    path = check_abs_path(option, value)
+    if path in SYSTEM_DIRS:
+        raise ValidationError(option, "%s is a system directory; refusing to manage it" % path)
+    if any(char.isspace() for char in path):
+        raise ValidationError(option, "%r must not contain whitespace" % (path,))
+    return path
 
 
 def check_port(option: str, value: int) -> int:
