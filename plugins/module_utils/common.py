@@ -54,12 +54,62 @@ LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 # Directories a module must never take over (create files in, chown or chmod) because a
 # typo in a path option pointed at them.
 SYSTEM_DIRS = frozenset(
-    """/ /bin /boot /dev /etc /home /lib /lib32 /lib64 /libx32 /media /mnt /opt /proc /root
-    /run /sbin /srv /sys /tmp /usr /usr/bin /usr/lib /usr/lib64 /usr/libexec /usr/local
-    /usr/local/bin /usr/local/lib /usr/local/sbin /usr/sbin /usr/share /usr/src /var
-    /var/backups /var/cache /var/lib /var/local /var/lock /var/log /var/mail /var/opt
-    /var/run /var/spool /var/tmp /etc/systemd /etc/supervisor /etc/tor /etc/default
-    /etc/cron.d /etc/sudoers.d /etc/tmpfiles.d /etc/ssh /etc/security /etc/pam.d""".split()
+    {
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/home",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/libx32",
+        "/media",
+        "/mnt",
+        "/opt",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/srv",
+        "/sys",
+        "/tmp",  # noqa: S108 - refused, not used
+        "/usr",
+        "/usr/bin",
+        "/usr/lib",
+        "/usr/lib64",
+        "/usr/libexec",
+        "/usr/local",
+        "/usr/local/bin",
+        "/usr/local/lib",
+        "/usr/local/sbin",
+        "/usr/sbin",
+        "/usr/share",
+        "/usr/src",
+        "/var",
+        "/var/backups",
+        "/var/cache",
+        "/var/lib",
+        "/var/local",
+        "/var/lock",
+        "/var/log",
+        "/var/mail",
+        "/var/opt",
+        "/var/run",
+        "/var/spool",
+        "/var/tmp",  # noqa: S108 - refused, not used
+        "/etc/systemd",
+        "/etc/supervisor",
+        "/etc/tor",
+        "/etc/default",
+        "/etc/cron.d",
+        "/etc/sudoers.d",
+        "/etc/tmpfiles.d",
+        "/etc/ssh",
+        "/etc/security",
+        "/etc/pam.d",
+    }
 )
 
 

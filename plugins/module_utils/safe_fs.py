@@ -183,7 +183,7 @@ def set_attrs_fd(fd: int, uid: int | None = None, gid: int | None = None, mode: 
     return changed
 
 
-def attrs_differ(st: os.stat_result | None, uid: int | None = None, gid: int | None = None, mode: int | None = None) -> bool:
+def attrs_differ(st: os.stat_result | None, uid=None, gid=None, mode: int | None = None) -> bool:
     """True when the stat result is missing or its owner/group/mode differ from the wanted ones."""
     if st is None:
         return True
@@ -211,7 +211,7 @@ def set_attrs_at(dir_fd: int, name: str, uid=None, gid=None, mode=None, shown: s
         os.close(fd)
 
 
-def write_at(dir_fd: int, name: str, data: bytes | str, uid=None, gid=None, mode: int = 0o600, shown: str | None = None) -> None:
+def write_at(dir_fd: int, name: str, data: bytes | str, uid=None, gid=None, mode: int = 0o600, shown=None) -> None:
     """Atomically replace ``name`` in the directory with ``data``, owner and mode set by fd.
 
     The temp file is created O_EXCL|O_NOFOLLOW with mode 0600 under a random name, gets its
