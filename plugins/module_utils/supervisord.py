@@ -432,6 +432,24 @@ def scrub(text: str, secrets) -> str:
     return text
 
 
+def count_restarts(log_text: str, program: str):
+    """Restarts of ``program`` in supervisord's main log since supervisord last started.
+
+    Spawn lines (``spawned: 'NAME' with pid N``) after the last ``supervisord started`` line,
+    minus one; None when the program was never spawned in that window.
+    """
+    if log_text is None:
+        return None
+    lines = log_text.splitlines()
+    start = 0
+    for index, line in enumerate(lines):
+        if "supervisord started with pid" in line:
+            start = index
+    needle = f"spawned: '{program}' with pid"
+    spawns = sum(1 for line in lines[start:] if needle in line)
+    return max(spawns - 1, 0) if spawns else None
+
+
 # --------------------------------------------------------------------------- XML-RPC client
 
 

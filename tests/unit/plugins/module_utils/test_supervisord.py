@@ -496,3 +496,31 @@ def test_wait_for_is_bounded():
     calls = []
     assert not sd.wait_for(lambda: calls.append(1), 3, interval=1, clock=clock, sleep=clock.sleep)
     assert len(calls) == 4 and clock.now == 3
+
+
+COUNT_LOG = """2026-01-01 00:00:00,000 INFO supervisord started with pid 1
+2026-01-01 00:00:01,000 INFO spawned: 'bitcoind-a' with pid 10
+2026-01-01 00:00:02,000 INFO spawned: 'bitcoind-b' with pid 11
+2026-01-01 00:01:00,000 INFO spawned: 'bitcoind-a' with pid 12
+2026-01-01 01:00:00,000 INFO supervisord started with pid 2
+2026-01-01 01:00:01,000 INFO spawned: 'bitcoind-a' with pid 20
+2026-01-01 01:00:02,000 INFO spawned: 'bitcoind-b' with pid 21
+2026-01-01 01:00:03,000 INFO spawned: 'bitcoind-b' with pid 22
+2026-01-01 01:00:04,000 INFO spawned: 'bitcoind-b' with pid 23
+2026-01-01 01:00:04,000 INFO spawned: 'bitcoind-bb' with pid 24
+"""
+
+
+@pytest.mark.parametrize(
+    ("log", "program", "expected"),
+    [
+        (COUNT_LOG, "bitcoind-a", 0),  # only spawns since the last "supervisord started" count
+        (COUNT_LOG, "bitcoind-b", 2),
+        (COUNT_LOG, "bitcoind-c", None),
+        ("spawned: 'p' with pid 1\nspawned: 'p' with pid 2\n", "p", 1),  # start line outside the window
+        (None, "p", None),
+    ],
+)
+def test_count_restarts(log, program, expected):
+    """count_restarts lives in module_utils (moved from bitcoind_info, same behaviour)."""
+    assert sd.count_restarts(log, program) == expected
