@@ -146,6 +146,33 @@ def check_line_value(option: str, value: str, *, allow_empty: bool = True) -> st
     return value
 
 
+# RPC user names: they end up in rpcauth=<user>:<salt>$<hash> lines and in HTTP basic auth.
+# Printable, no whitespace, none of ':' (the rpcauth / basic-auth separator), '#' (comment
+# start for bitcoind) or '=' (key/value separator). \Z, not $, so "user\n" is refused.
+RPC_USER_RE = re.compile(r"^[!-~]{1,64}\Z")
+RPC_USER_FORBIDDEN = frozenset(":#=")
+
+
+def check_rpc_user(option: str, value: str) -> str:
+    """Return ``value`` if it is a safe RPC user name, else raise ValidationError.
+
+    1-64 printable ASCII characters without whitespace, control characters, ':', '#' or '='.
+    """
+    if not isinstance(value, str) or not value:
+        raise ValidationError(option, "must be a non-empty string")
+    bad = unsafe_char(value)
+    if bad is not None:
+        raise ValidationError(option, "must not contain the control or line-break character %r" % bad)
+    if any(char.isspace() for char in value):
+        raise ValidationError(option, "%r must not contain whitespace" % (value,))
+    forbidden = sorted(set(value) & RPC_USER_FORBIDDEN)
+    if forbidden:
+        raise ValidationError(option, "%r must not contain %r" % (value, "".join(forbidden)))
+    if not RPC_USER_RE.match(value):
+        raise ValidationError(option, "%r is not a valid RPC user name (1-64 printable ASCII characters)" % (value,))
+    return value
+
+
 def check_abs_path(option: str, value: str) -> str:
     """Return a normalised absolute path, rejecting relative paths and '..' components.
 
