@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # One-time (idempotent, cheap on re-run) set-up of a Debian 12 machine for nodefleet.bitcoin
 # development, tests and the local demo fleet:
-#   - Debian packages: podman + runc (crun 1.8 fails on hybrid cgroups), the CNI dnsname
-#     plugin (fleet nodes resolve each other by inventory name), debootstrap and the Debian
+#   - Debian packages: podman + runc (crun 1.8 fails on hybrid cgroups), netavark +
+#     aardvark-dns (fleet nodes resolve each other by inventory name), debootstrap and the Debian
 #     archive keyring it verifies the mirror with, tor, supervisor, gnupg (tests run the real
 #     programs). Everything is named here: packages are installed without Recommends, so
 #     nothing may depend on what a Recommends would have pulled in,
-#   - /etc/containers/containers.conf: CNI network backend, runc and ulimits within the
+#   - /etc/containers/containers.conf: netavark network backend, runc and ulimits within the
 #     host's hard limits,
-#   - the fleet network: one created before DNS was available is removed (tests/fleet/create.yml
-#     creates it again, with DNS),
+#   - the fleet network: one created without DNS (or under the CNI backend) is removed with its
+#     containers (tests/fleet/create.yml creates them again, with DNS),
 #   - .venv with the pinned Python environment from requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-# golang-github-containernetworking-plugin-dnsname: podman 4.3's CNI backend gives a network
-# name resolution between containers only through this plugin (a Recommends of nothing that
-# --no-install-recommends keeps; without it `podman network inspect` says dns_enabled false).
-APT_PACKAGES=(podman runc golang-github-containernetworking-plugin-dnsname debootstrap
-  debian-archive-keyring ca-certificates tor supervisor gnupg iproute2 procps rsync)
+# netavark + aardvark-dns: the fleet network is internal (nothing on a node reaches past this
+# machine) and nodes resolve each other by inventory name. With --no-install-recommends, apt
+# satisfies podman's network stack with CNI (containernetworking-plugins), whose DNS plugin
+# (dnsname) refuses internal networks ("dnsname and internal networks are incompatible");
+# netavark (a Recommends of golang-github-containers-common) with aardvark-dns (a Recommends
+# of netavark) gives internal networks DNS. Both are named here, and the backend is pinned
+# in containers.conf below.
+APT_PACKAGES=(podman runc netavark aardvark-dns debootstrap debian-archive-keyring
+  ca-certificates tor supervisor gnupg iproute2 procps rsync)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -43,19 +47,25 @@ default_ulimits = [\"nofile=${nofile}:${nofile}\", \"nproc=${nproc}:${nproc}\"]
 [engine]
 runtime = \"runc\"
 [network]
-network_backend = \"cni\"
+network_backend = \"netavark\"
 "
+# The fleet's containers and network made under another backend (CNI, by an older setup)
+# are unusable under netavark, and a network made without DNS keeps it off for good (podman
+# decides at creation): remove both, tests/fleet/create.yml creates them again.
+FLEET_NETWORK=nodefleet # tests/fleet/vars.yml: nodefleet_network
+backend_before=$(podman info --format '{{.Host.NetworkBackend}}' 2>/dev/null || true)
 mkdir -p /etc/containers
 if [ ! -f /etc/containers/containers.conf ] || [ "$(cat /etc/containers/containers.conf)" != "$(printf '%s' "$want_conf")" ]; then
   printf '%s' "$want_conf" > /etc/containers/containers.conf
 fi
-
-# A fleet network created before the dnsname plugin was installed has DNS off for good (podman
-# decides at creation); remove it, and the containers on it, so create.yml makes it anew.
-FLEET_NETWORK=nodefleet # tests/fleet/vars.yml: nodefleet_network
+if [ -n "$backend_before" ] && [ "$backend_before" != netavark ]; then
+  echo "setup: podman's network backend was $backend_before; removing the fleet containers and network made under it"
+  podman ps -a -q --filter "label=io.nodefleet.fleet" | xargs -r podman rm -f -t 10 >/dev/null
+fi
 if podman network exists "$FLEET_NETWORK" 2>/dev/null &&
-  [ "$(podman network inspect --format '{{.DNSEnabled}}' "$FLEET_NETWORK")" != true ]; then
-  echo "setup: the podman network $FLEET_NETWORK has no DNS (created before the dnsname plugin); recreating it"
+  { [ "$backend_before" != netavark ] ||
+    [ "$(podman network inspect --format '{{.DNSEnabled}}' "$FLEET_NETWORK")" != true ]; }; then
+  echo "setup: the podman network $FLEET_NETWORK has no DNS; recreating it"
   podman network rm --force "$FLEET_NETWORK" >/dev/null
 fi
 
