@@ -18,26 +18,29 @@ import hmac
 import re
 import secrets
 
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import ValidationError
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import ValidationError, check_rpc_user
 
-SALT_RE = re.compile(r"^[0-9a-f]{32}$")
-HASH_RE = re.compile(r"^[0-9a-f]{64}$")
-# Characters a user name may not contain: ':' ends the user in Core's parser, '$' separates
-# salt and hash, whitespace is trimmed or breaks the config line, '#' starts a comment in
-# bitcoin.conf, '=' would confuse a reader of the key=value line.
-_USER_FORBIDDEN_RE = re.compile(r"[:$#=\s]")
+# \Z, not $: "$" also matches before a trailing newline, so "<32 hex>\n" would pass and the
+# newline would end up inside the returned rpcauth line.
+SALT_RE = re.compile(r"[0-9a-f]{32}\Z")
+HASH_RE = re.compile(r"[0-9a-f]{64}\Z")
 PREFIX = "rpcauth="
 
 
 def check_user(option: str, user) -> str:
-    """Return ``user`` if it can be an rpcauth user name, else raise ValidationError."""
+    """Return ``user`` if it can be an rpcauth user name, else raise ValidationError.
+
+    The collection's RPC user rule (``common.check_rpc_user``: 1-64 printable ASCII
+    characters, no whitespace or control character, no ':', '#' or '='), plus no '$', which
+    separates salt and hash in an rpcauth value.
+    """
     if not isinstance(user, str) or not user:
         raise ValidationError(option, "the user name must be a non-empty string")
-    bad = _USER_FORBIDDEN_RE.search(user)
-    if bad:
+    check_rpc_user(option, user)
+    if "$" in user:
         raise ValidationError(
             option,
-            f"the user name {user!r} contains {bad.group(0)!r}; it must not contain ':', '$', '#', '=' or whitespace "
+            f"the user name {user!r} contains '$'; it must not contain ':', '$', '#', '=' or whitespace "
             "(Bitcoin Core splits rpcauth values on ':' and '$')",
         )
     return user
@@ -52,7 +55,7 @@ def check_password(option: str, password) -> str:
 
 def check_salt(option: str, salt) -> str:
     """Return ``salt`` if it is 32 lowercase hex characters (16 bytes)."""
-    if not isinstance(salt, str) or not SALT_RE.match(salt):
+    if not isinstance(salt, str) or not SALT_RE.match(salt):  # match + \Z: a full match
         raise ValidationError(option, "the salt must be 32 lowercase hexadecimal characters (16 bytes)")
     return salt
 

@@ -17,7 +17,10 @@ description:
   - "Instance state: V(up) (RPC answers), V(warming_up) (RPC error -28), V(down) (connection
     refused, or supervisord reports the program not RUNNING and RPC does not answer),
     V(hung) (no RPC answer within O(timeout)), V(auth_failed) (HTTP 401/403), V(error)
-    (any other RPC failure, or the instance's RPC port is unknown)."
+    (any other RPC failure, or the instance's RPC port is unknown), V(restarting) (a restart
+    loop - RV(instances[].restart_loop) - while supervisord reports the program RUNNING,
+    STARTING or BACKOFF, whatever RPC answered; the RPC outcome is kept in
+    RV(instances[].message))."
   - An instance whose RPC answers while supervisord does not report its program RUNNING is
     reported with its RPC state and C(unsupervised=true) (a daemon started outside
     supervision, or an orphan left behind).
@@ -31,8 +34,8 @@ description:
     impl=<impl>), C(chain=), the network section's C(rpcport)/C(port)/C(bind)), so
     O(instances) may be as small as a name and credentials."
   - rpcauth lines cannot give back a password, so credentials are always passed in
-    (O(instances[].rpc_password) or O(credentials)). An instance without credentials is still
-    probed, and reports V(auth_failed) when its RPC answers.
+    (O(instances[].rpc_password), O(rpc_credentials) or O(credentials)). An instance without
+    credentials is still probed, and reports V(auth_failed) when its RPC answers.
   - Read-only. Nothing is written, so check mode runs the same queries.
 author:
   - nodefleet.bitcoin contributors (@nodefleet)
@@ -62,10 +65,12 @@ options:
         type: str
         required: true
       rpc_user:
-        description: RPC user name (falls back to O(credentials)).
+        description:
+          - RPC user name (falls back to O(rpc_credentials), then O(credentials)).
+          - 1-64 printable ASCII characters without whitespace, control characters, C(:), C(#) or C(=).
         type: str
       rpc_password:
-        description: RPC password (falls back to O(credentials)). Never returned.
+        description: RPC password (falls back to O(rpc_credentials), then O(credentials)). Never returned.
         type: str
       rpc_host:
         description: Address to connect to. Default the first loopback C(rpcbind) of the conf, else C(127.0.0.1).
@@ -109,10 +114,36 @@ options:
     description: Report only these instances (applies to O(instances) and to discovery).
     type: list
     elements: str
+  rpc_credentials:
+    description:
+      - RPC credentials per instance, used for instances whose O(instances[].rpc_user) or
+        O(instances[].rpc_password) is not given, and for discovered instances. Takes
+        precedence over O(credentials) for the same instance.
+      - Only the password is secret (C(no_log)); user and instance names stay readable in the
+        output. Prefer this over O(credentials).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Instance name.
+        type: str
+        required: true
+      user:
+        description: RPC user name (same rule as O(instances[].rpc_user)).
+        type: str
+        required: true
+      password:
+        description: RPC password. Never returned.
+        type: str
+        required: true
   credentials:
     description:
-      - Instance name -> C({user, password}). Used for instances whose O(instances[].rpc_user)
-        or O(instances[].rpc_password) is not given, and for discovered instances.
+      - Instance name -> C({user, password}), the older form of O(rpc_credentials), kept for
+        compatibility.
+      - The whole value is C(no_log), so Ansible masks every user name given here wherever it
+        appears in the output (a user C(u) turns C(up) into C(********p)). Use
+        O(rpc_credentials), where only the password is masked.
     type: dict
     default: {}
   timeout:
@@ -141,6 +172,15 @@ options:
         see C(instances[].supervisord.restarts).
     type: bool
     default: true
+  restart_loop_threshold:
+    description:
+      - An instance is in a restart loop (RV(instances[].restart_loop)) when
+        RV(instances[].supervisord.restarts) is at least this many, that is this many restarts
+        within the log window read (since supervisord last started, last 2 MiB of its main
+        log). Deliberate restarts (C(supervisorctl restart), a rolling upgrade) count too.
+      - Needs O(count_restarts=true); without it RV(instances[].restart_loop) is always false.
+    type: int
+    default: 3
 notes:
   - "supervisord has no restart counter. C(instances[].supervisord.restarts) is the number of
     C(spawned: '<program>') lines in supervisord's main log since its last
@@ -185,9 +225,20 @@ instances:
   contains:
     name: {description: Instance name., type: str, sample: main1}
     state:
-      description: up, warming_up, down, hung, auth_failed or error.
+      description:
+        - up, warming_up, down, hung, auth_failed, error or restarting.
+        - restarting (added with O(restart_loop_threshold)) is reported instead of the RPC state when
+          RV(instances[].restart_loop) is true and supervisord reports the program RUNNING, STARTING or
+          BACKOFF; RV(instances[].message) then says how many restarts and what RPC answered.
       type: str
       sample: up
+    restart_loop:
+      description:
+        - True when supervisord restarted the program at least O(restart_loop_threshold) times in the
+          log window read (RV(instances[].supervisord.restarts)); false otherwise, also when restarts
+          are not counted or supervisord was not queried.
+      type: bool
+      sample: false
     message: {description: Why the state is not up (empty when up)., type: str, sample: connection refused on 127.0.0.1:8332}
     unsupervised: {description: RPC answers although supervisord does not report the program RUNNING., type: bool, sample: false}
     impl: {description: "Implementation (given, from the conf header, else guessed from the user agent).", type: str, sample: knots}
@@ -225,7 +276,7 @@ summary:
   description: Number of instances per state, and C(total).
   returned: always
   type: dict
-  sample: {total: 3, up: 2, warming_up: 0, down: 1, hung: 0, auth_failed: 0, error: 0}
+  sample: {total: 3, up: 2, warming_up: 0, down: 1, hung: 0, auth_failed: 0, error: 0, restarting: 0}
 supervisord:
   description: Whether supervisord answered (C(reachable)) and its error otherwise.
   returned: always
@@ -253,16 +304,21 @@ from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     check_abs_path,
     check_name,
     check_port,
+    check_rpc_user,
     read_text,
 )
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.peer_classify import CATEGORIES, peer_breakdown
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.supervisord import (
     SupervisorClient,
     SupervisorError,
+    count_restarts,
     parse_server_url,
 )
 
-STATES = ("up", "warming_up", "down", "hung", "auth_failed", "error")
+STATES = ("up", "warming_up", "down", "hung", "auth_failed", "error", "restarting")
+# supervisord states in which it is (re)starting the program: a restart loop shows as
+# "restarting" in these; a program supervisord gave up on (FATAL) or that stays stopped is "down".
+LOOPING_SUPERVISOR_STATES = ("RUNNING", "STARTING", "BACKOFF")
 DEFAULT_RPC_PORTS = {"main": 8332, "test": 18332, "testnet4": 48332, "signet": 38332, "regtest": 18443}
 # getblockchaininfo.chain -> bitcoin.conf network name
 CHAIN_TO_NETWORK = {"main": "main", "test": "test", "testnet4": "testnet4", "signet": "signet", "regtest": "regtest"}
@@ -374,24 +430,6 @@ def parse_program_conf(text: str) -> dict:
     return facts
 
 
-def count_restarts(log_text: str, program: str):
-    """Restarts of ``program`` in supervisord's main log since supervisord last started.
-
-    Spawn lines (``spawned: 'NAME' with pid N``) after the last ``supervisord started`` line,
-    minus one; None when the program was never spawned in that window.
-    """
-    if log_text is None:
-        return None
-    lines = log_text.splitlines()
-    start = 0
-    for index, line in enumerate(lines):
-        if "supervisord started with pid" in line:
-            start = index
-    needle = f"spawned: '{program}' with pid"
-    spawns = sum(1 for line in lines[start:] if needle in line)
-    return max(spawns - 1, 0) if spawns else None
-
-
 def guess_impl(subversion: str | None):
     text = (subversion or "").lower()
     if "garbageman" in text:
@@ -403,11 +441,22 @@ def guess_impl(subversion: str | None):
     return None
 
 
-def classify_state(rpc_state: str, supervisor_state: str | None, supervised_known: bool):
-    """Final state and ``unsupervised`` flag from the RPC outcome and supervisord's state."""
+def classify_state(rpc_state: str, supervisor_state: str | None, supervised_known: bool, restart_loop: bool = False):
+    """Final state and ``unsupervised`` flag from the RPC outcome and supervisord's state.
+
+    A restart loop while supervisord keeps (re)starting the program is ``restarting``,
+    whatever RPC answered at this moment (a looping node may be up between two crashes).
+    """
     answered = rpc_state in ("up", "warming_up", "auth_failed")
     unsupervised = bool(supervised_known and answered and supervisor_state != "RUNNING")
+    if restart_loop and supervised_known and supervisor_state in LOOPING_SUPERVISOR_STATES:
+        return "restarting", unsupervised
     return rpc_state, unsupervised
+
+
+def is_restart_loop(restarts, threshold: int) -> bool:
+    """True when ``restarts`` (``count_restarts``; None = not counted) reaches ``threshold``."""
+    return restarts is not None and restarts >= threshold
 
 
 def summarise(results: list) -> dict:
@@ -476,17 +525,34 @@ def validate_instance(spec: dict, index: int) -> None:
             check_abs_path(f"{option}.{key}", spec[key])
     if spec.get("program"):
         check_name(option + ".program", spec["program"])
-    if spec.get("rpc_user") is not None and ":" in spec["rpc_user"]:
-        raise ValidationError(option + ".rpc_user", "must not contain ':'")
+    if spec.get("rpc_user"):
+        check_rpc_user(option + ".rpc_user", spec["rpc_user"])
 
 
 def validate_credentials(credentials: dict) -> None:
+    """The old ``credentials`` dict form; messages never show a password."""
     for name, cred in credentials.items():
         check_name("credentials", name)
         if not isinstance(cred, dict) or not isinstance(cred.get("user"), str) or "password" not in cred:
             raise ValidationError("credentials", f"entry {name!r} must be a dict with 'user' and 'password'")
         if not isinstance(cred["password"], str):
             raise ValidationError("credentials", f"password of {name!r} must be a string")
+        check_rpc_user(f"credentials.{name}.user", cred["user"])
+
+
+def merge_credentials(rpc_credentials: list, credentials: dict) -> dict:
+    """Instance name -> {user, password} from both forms; ``rpc_credentials`` wins per name."""
+    merged = dict(credentials)
+    seen = set()
+    for index, entry in enumerate(rpc_credentials):
+        option = f"rpc_credentials[{index}]"
+        check_name(option + ".name", entry["name"])
+        check_rpc_user(option + ".user", entry["user"])
+        if entry["name"] in seen:
+            raise ValidationError(option + ".name", f"instance {entry['name']!r} is listed twice")
+        seen.add(entry["name"])
+        merged[entry["name"]] = {"user": entry["user"], "password": entry["password"]}
+    return merged
 
 
 def discover_names(conf_dir: str) -> list:
@@ -504,7 +570,11 @@ def discover_names(conf_dir: str) -> list:
 def resolve_instance(spec: dict, params: dict) -> dict:
     """Merge the given fields with what the node's program file and bitcoin.conf say."""
     name = spec["name"]
-    program_facts = parse_program_conf(read_text(os.path.join(params["conf_dir"], f"bitcoind-{name}.conf")) or "")
+    try:
+        program_text = read_text(os.path.join(params["conf_dir"], f"bitcoind-{name}.conf"))
+    except (OSError, UnicodeDecodeError):
+        program_text = None  # unreadable program file: fall back to the defaults below
+    program_facts = parse_program_conf(program_text or "")
     datadir = spec.get("datadir") or program_facts["datadir"] or os.path.join(params["datadir_root"], name)
     conf_file = spec.get("conf_file") or program_facts["conf_file"] or os.path.join(datadir, "bitcoin.conf")
     conf_text = None
@@ -513,6 +583,8 @@ def resolve_instance(spec: dict, params: dict) -> dict:
         conf_text = read_text(conf_file)
     except OSError as exc:
         conf_error = f"cannot read {conf_file}: {exc.strerror}"
+    except UnicodeDecodeError:
+        conf_error = f"cannot read {conf_file}: not UTF-8 text"
     conf = {}
     if conf_text is not None:
         try:
@@ -700,9 +772,21 @@ def assemble(targets: list, results: dict, supervisor: dict, params: dict) -> li
         info = supervisor.get("processes", {}).get(target["program"]) if queried else None
         result["supervisord"] = supervisor_view(info, supervisor.get("log"), target["program"]) if queried else None
         sup_state = info.get("statename") if info else None
-        result["state"], result["unsupervised"] = classify_state(result["state"], sup_state, bool(queried))
+        restarts = result["supervisord"]["restarts"] if result["supervisord"] else None
+        threshold = params["restart_loop_threshold"]
+        result["restart_loop"] = is_restart_loop(restarts, threshold)
+        rpc_state = result["state"]
+        result["state"], result["unsupervised"] = classify_state(
+            rpc_state, sup_state, bool(queried), result["restart_loop"]
+        )
         if result["state"] == "down" and queried and sup_state and sup_state != "RUNNING":
             result["message"] = f"{result['message']}; supervisord state {sup_state}"
+        if result["state"] == "restarting":
+            rpc_said = rpc_state + (f": {result['message']}" if result["message"] else "")
+            result["message"] = (
+                f"restart loop: supervisord restarted {target['program']} {restarts} times since it started "
+                f"(restart_loop_threshold={threshold}), now {sup_state}; RPC {rpc_said}"
+            )
         result["tags"] = make_tags(result)
         out.append(result)
     return sorted(out, key=lambda r: r["name"])
@@ -730,17 +814,31 @@ def main():
         argument_spec=dict(
             instances=dict(type="list", elements="dict", default=[], options=instance_options),
             names=dict(type="list", elements="str"),
+            rpc_credentials=dict(
+                type="list",
+                elements="dict",
+                default=[],
+                options=dict(
+                    name=dict(type="str", required=True),
+                    user=dict(type="str", required=True),
+                    password=dict(type="str", required=True, no_log=True),
+                ),
+            ),
             credentials=dict(type="dict", default={}, no_log=True),
             timeout=dict(type="float", default=5.0),
             conf_dir=dict(type="path", default="/etc/supervisor/conf.d"),
             datadir_root=dict(type="path", default="/var/lib/bitcoind"),
             supervisor_url=dict(type="str", default="unix:///var/run/supervisor.sock"),
             count_restarts=dict(type="bool", default=True),
+            restart_loop_threshold=dict(type="int", default=3),
         ),
         supports_check_mode=True,
     )
-    params = module.params
+    params = dict(module.params)  # a copy: the merged credentials must not reach the invocation
     started = time.monotonic()
+    # fail_json is never called inside an except block (ansible-core 2.19 would attach the
+    # exception's traceback to the result): keep the message, fail after the block.
+    failure = None
     try:
         if not 0 < params["timeout"] <= 300:
             raise ValidationError("timeout", "must be more than 0 and at most 300 seconds")
@@ -751,7 +849,10 @@ def main():
                 parse_server_url(params["supervisor_url"])
             except ValidationError as exc:
                 raise ValidationError("supervisor_url", exc.reason) from None
+        if params["restart_loop_threshold"] < 1:
+            raise ValidationError("restart_loop_threshold", "must be at least 1")
         validate_credentials(params["credentials"])
+        params["credentials"] = merge_credentials(params["rpc_credentials"], params["credentials"])
         for index, spec in enumerate(params["instances"]):
             validate_instance(spec, index)
         for name in params["names"] or []:
@@ -763,7 +864,9 @@ def main():
                 raise ValidationError("instances", f"instance {spec['name']!r} is listed twice")
             seen.add(spec["name"])
     except ValidationError as exc:
-        module.fail_json(msg=str(exc))
+        failure = str(exc)
+    if failure is not None:
+        module.fail_json(msg=failure)
 
     if params["names"] is not None:
         unknown = sorted(set(params["names"]) - seen)

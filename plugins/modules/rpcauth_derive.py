@@ -37,8 +37,8 @@ attributes:
 options:
   user:
     description:
-      - RPC user name. Must not be empty and must not contain C(:), C($), C(#), C(=) or
-        whitespace (Core splits the value on C(:) and C($)).
+      - RPC user name. 1-64 printable ASCII characters; must not contain C(:), C($), C(#), C(=),
+        whitespace or control characters (Core splits the value on C(:) and C($)).
     type: str
     required: true
   password:
@@ -48,7 +48,7 @@ options:
     required: true
   salt:
     description:
-      - 32 lowercase hex characters. When given, the result is deterministic (that salt is
+      - Exactly 32 lowercase hex characters (nothing before or after, not even a newline). When given, the result is deterministic (that salt is
         used), and RV(ignore:changed) is false only when that exact value is already in
         O(existing) or O(conf_file).
     type: str
@@ -63,6 +63,9 @@ options:
     description:
       - A bitcoin.conf to read C(rpcauth=) lines from (every section). A missing file counts
         as no lines.
+      - Must be an absolute path without control characters. A symlink in the path (the file
+        itself or any directory above it) is refused, so the module cannot be pointed through
+        a link at a file only root may read.
     type: path
 seealso:
   - module: nodefleet.bitcoin.bitcoind_instance
@@ -117,8 +120,8 @@ changed:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils import rpcauth
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import ValidationError, read_text
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils import rpcauth, safe_fs
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import ValidationError, check_abs_path
 
 
 def collect_existing(existing: list, conf_text: str | None) -> list[str]:
@@ -139,6 +142,36 @@ def derive(params: dict, conf_text: str | None) -> dict:
     return {"changed": changed, "rpcauth": value, "line": rpcauth.PREFIX + value, "user": user}
 
 
+def read_conf(conf_file: str | None) -> str | None:
+    """The text of ``conf_file`` (None when not given or missing); ValidationError otherwise.
+
+    Read without following symlinks (``safe_fs.read_file``): the module runs as root and
+    returns lines of this file, so a link must not let it read a file the caller could not.
+    """
+    if not conf_file:
+        return None
+    path = check_abs_path("conf_file", conf_file)
+    try:
+        data = safe_fs.read_file(path)
+    except safe_fs.UnsafePath as exc:
+        raise ValidationError("conf_file", f"{exc.path} {exc.reason}") from None
+    except OSError as exc:
+        raise ValidationError("conf_file", f"cannot read {path}: {exc.strerror or exc}") from None
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError("conf_file", f"{path} is not UTF-8 text") from None
+
+
+def run(params: dict) -> dict:
+    """Validate, read conf_file, derive; raises ValidationError on any bad input."""
+    # Validate the user before touching the file, so a bad user is reported first.
+    rpcauth.check_user("user", params["user"])
+    return derive(params, read_conf(params.get("conf_file")))
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -150,17 +183,15 @@ def main():
         },
         supports_check_mode=True,
     )
-    conf_text = None
-    conf_file = module.params["conf_file"]
-    if conf_file:
-        try:
-            conf_text = read_text(conf_file)
-        except (OSError, UnicodeDecodeError) as exc:
-            module.fail_json(msg=f"conf_file: cannot read {conf_file}: {exc}")
+    # fail_json is never called inside an except block: ansible-core 2.19 would attach the
+    # exception's traceback to the result. Keep the message, fail after the block.
+    failure = None
     try:
-        result = derive(module.params, conf_text)
+        result = run(module.params)
     except ValidationError as exc:
-        module.fail_json(msg=str(exc))
+        failure = str(exc)
+    if failure is not None:
+        module.fail_json(msg=failure)
     module.exit_json(**result)
 
 

@@ -392,6 +392,7 @@ def test_states_breakdown_and_supervisord_view(fake_bitcoind, fake_supervisord, 
         "hung": 0,
         "auth_failed": 1,
         "error": 0,
+        "restarting": 0,
         "total": 5,
     }
     assert result["supervisord"] == {"reachable": True, "error": ""}
