@@ -13,7 +13,17 @@ Rules taken from Bitcoin Core (``doc/bitcoin-conf.md``, ``src/common/args.cpp``,
   with ``txindex``;
 * ``rpcbind`` is ignored unless ``rpcallowip`` is also set, and bitcoind answers RPC only
   from loopback and the ``rpcallowip`` networks;
-* ``#`` starts a comment anywhere on a line, so a value cannot contain it.
+* ``#`` starts a comment anywhere on a line, so a value cannot contain it;
+* Core reads the file with ``std::getline`` (lines end only at ``\n``), cuts each line at
+  the first ``#``, trims ``" \t\r\n"`` and splits at the first ``=`` (``common/args.cpp``
+  ``GetConfigOptions``); a key ``no<name>`` is always the negation of ``<name>``
+  (``InterpretOption``);
+* for a single-value setting the FIRST value in the config file wins (network section
+  before the default section), unlike the command line where the last wins; the chain
+  selectors are the exception (last wins) - ``common/settings.cpp`` ``GetSetting``,
+  "reverse_precedence";
+* ``-externalip`` soft-sets ``-discover=0`` and ``-proxy`` soft-sets ``-discover=0`` too
+  (``init.cpp`` ``InitParameterInteraction``); an explicit ``discover=1`` wins over both.
 
 Pure functions, standard library only: this code runs on the managed host.
 """
@@ -29,16 +39,19 @@ from ansible_collections.nodefleet.bitcoin.plugins.module_utils import rpcauth a
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     NETWORKS,
     ValidationError,
-    check_abs_path,
+    check_line_value,
+    check_managed_dir,
     check_name,
     check_port,
     check_unique_ports,
+    unsafe_char,
 )
 
 HEADER = "# Managed by nodefleet.bitcoin (bitcoind_instance); local edits are overwritten."
 
 IMPLS = ("core", "knots", "garbageman")
 TOR_MODES = ("tor-only", "clearnet", "both")
+DEBUG_LOG_MODES = ("console", "file")
 ZMQ_TOPICS = ("rawblock", "rawtx", "hashblock", "hashtx", "sequence")
 
 # network -> (section name, data subdirectory or "" for the datadir itself)
@@ -97,10 +110,16 @@ FORBIDDEN_EXTRA_KEYS = {
     "includeconf": "it would pull unmanaged settings into the instance",
     "daemon": "supervisord runs bitcoind in the foreground",
     "daemonwait": "supervisord runs bitcoind in the foreground",
+    "printtoconsole": _MANAGED_BY % "debug_log",
+    "debuglogfile": _MANAGED_BY % "debug_log",
+    "shrinkdebugfile": _MANAGED_BY % "debug_log",
+    "whitebind": "it would listen on addresses outside the managed binds (tor-only must not listen on clearnet)",
 }
-EXTRA_KEY_RE = re.compile(r"^[a-z0-9]+$")
-ONION_RE = re.compile(r"^[a-z2-7]{56}\.onion$")
-_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+# \Z, not $: "$" also matches before a trailing newline ("txindex\n" would pass).
+EXTRA_KEY_RE = re.compile(r"^[a-z0-9]+\Z")
+ONION_RE = re.compile(r"^[a-z2-7]{56}\.onion\Z")
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
+_PORT_RE = re.compile(r"^[0-9]{1,5}\Z")
 
 DEFAULTS = {
     "state": "present",
@@ -126,6 +145,9 @@ DEFAULTS = {
     "dbcache": None,
     "maxconnections": None,
     "extra_options": None,
+    "addnode": None,
+    "debug_log": "console",
+    "rpc_allow_any": False,
 }
 
 
@@ -193,7 +215,22 @@ def _check_allow(option: str, value):
         raise ValidationError(option, f"{value!r} is not an IP address or network (CIDR)") from None
 
 
-def _check_rpc_network(bind: list, allow: list) -> tuple[list, list]:
+def _covers_everything(nets) -> list[str]:
+    """The IP versions for which ``nets`` together cover every address ("0.0.0.0/0", "::/0")."""
+    full = []
+    for version in (4, 6):
+        same = [net for net in nets if net.version == version]
+        if any(net.prefixlen == 0 for net in ipaddress.collapse_addresses(same)):
+            full.append("IPv%d" % version)
+    return full
+
+
+def _check_rpc_network(bind: list, allow: list, allow_any: bool = False) -> tuple[list, list, list]:
+    """(binds, allows, warnings). Refuses an allow list covering every address unless ``allow_any``."""
+    for option, values in (("rpc_bind", bind), ("rpc_allow_ip", allow)):
+        for value in _list(option, values):
+            if isinstance(value, str):
+                check_line_value(option, value, allow_empty=False)
     binds = [_check_ip("rpc_bind", b) for b in _list("rpc_bind", bind)]
     if not binds:
         raise ValidationError("rpc_bind", "must list at least one address (bitcoind ignores rpcbind otherwise)")
@@ -201,6 +238,20 @@ def _check_rpc_network(bind: list, allow: list) -> tuple[list, list]:
     if not allows:
         raise ValidationError(
             "rpc_allow_ip", "must list at least one address or network (bitcoind ignores rpcbind without rpcallowip)"
+        )
+    warnings = []
+    full = _covers_everything([net for _text, net in allows])
+    if full and not allow_any:
+        raise ValidationError(
+            "rpc_allow_ip",
+            "%s covers every %s address: anyone who reaches the RPC port may try passwords; list the "
+            "client networks, or set rpc_allow_any=true to allow this on purpose"
+            % (", ".join(text for text, _net in allows), " and ".join(full)),
+        )
+    if full:
+        warnings.append(
+            "rpc_allow_ip: RPC is open to every %s address (rpc_allow_any=true); protect the RPC port "
+            "with a firewall" % " and ".join(full)
         )
     remote = [net for _text, net in allows if not net.is_loopback]
     for text in binds:
@@ -218,14 +269,17 @@ def _check_rpc_network(bind: list, allow: list) -> tuple[list, list]:
                 "rpc_allow_ip networks, so that bind would expose the port and refuse every remote client; "
                 "add the clients' network (e.g. 10.0.0.0/24) to rpc_allow_ip or bind to loopback only",
             )
-    return binds, [text for text, _net in allows]
+    return binds, [text for text, _net in allows], warnings
 
 
 def _check_proxy(value) -> tuple[str, str, int]:
     """``host:port`` of tor's SOCKS port; IPv6 hosts in brackets."""
     if not isinstance(value, str) or not value:
         raise ValidationError("tor_proxy", "must be host:port, e.g. 127.0.0.1:9050")
-    match = re.match(r"^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$", value) or re.match(r"^([^:\[\]\s]+):(\d{1,5})$", value)
+    check_line_value("tor_proxy", value, allow_empty=False)
+    match = re.match(r"^\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})\Z", value) or re.match(
+        r"^([^:\[\]\s]+):([0-9]{1,5})\Z", value
+    )
     if not match:
         raise ValidationError("tor_proxy", f"{value!r} is not host:port (IPv6 in brackets), e.g. 127.0.0.1:9050")
     host, port = match.group(1), int(match.group(2))
@@ -254,9 +308,9 @@ def _extra_value(option: str, value) -> str:
         return str(value)
     if not isinstance(value, str):
         raise ValidationError(option, f"{value!r} is not a string, integer or boolean")
-    for char, why in (("\n", "a newline"), ("\r", "a carriage return"), ("\x00", "a NUL byte")):
-        if char in value:
-            raise ValidationError(option, f"the value contains {why}; bitcoin.conf values are single lines")
+    # Written only when bitcoind and parse() both read back exactly this value: no control or
+    # line-break character (check_line_value), no leading/trailing blank, no '#'.
+    check_line_value(option, value)
     if "#" in value:
         raise ValidationError(option, "the value contains '#', which starts a comment in bitcoin.conf")
     return value
@@ -273,14 +327,62 @@ def _check_extra(extra) -> list[tuple[str, list[str]]]:
         option = f"extra_options.{key}"
         if not isinstance(key, str) or not EXTRA_KEY_RE.match(key):
             raise ValidationError(option, "option names must be lowercase letters and digits only (no '-', '.', '=')")
-        if key in FORBIDDEN_EXTRA_KEYS:
-            raise ValidationError(option, f"{key!r} cannot be set here: {FORBIDDEN_EXTRA_KEYS[key]}")
-        if key.startswith("zmqpub"):
-            raise ValidationError(option, f"{key!r} cannot be set here: " + _MANAGED_BY % "zmq_ports")
+        # Core reads "no<name>" as the negation of <name> (whatever the value: "noX=0" is X=1),
+        # so a negated managed or forbidden option is refused like the option itself.
+        base = key
+        while base.startswith("no"):
+            base = base[2:]
+        if not base:
+            raise ValidationError(option, f"{key!r} is not an option name")
+        negated = "" if base == key else f" ({key!r} is the negated form of {base!r}, which Core applies)"
+        if base in FORBIDDEN_EXTRA_KEYS:
+            raise ValidationError(option, f"{key!r} cannot be set here{negated}: {FORBIDDEN_EXTRA_KEYS[base]}")
+        if base.startswith("zmqpub"):
+            raise ValidationError(option, f"{key!r} cannot be set here{negated}: " + _MANAGED_BY % "zmq_ports")
+        if base == "addnode" and base != key:
+            raise ValidationError(option, f"{key!r} cannot be set here{negated}: " + _MANAGED_BY % "addnode")
         raw = extra[key]
         values = raw if isinstance(raw, (list, tuple)) else [raw]
-        out.append((key, [_extra_value(option, v) for v in values]))
+        checked = [_extra_value(option, v) for v in values]
+        if key == "addnode":
+            checked = [_check_addnode(option, v) for v in checked]
+        out.append((key, checked))
     return out
+
+
+def _check_addnode(option: str, value) -> str:
+    """``host``, ``host:port``, ``[ipv6]`` or ``[ipv6]:port``; host a DNS name, IPv4, IPv6 or .onion."""
+    if not isinstance(value, str):
+        raise ValidationError(option, f"{value!r} is not a string host or host:port")
+    check_line_value(option, value, allow_empty=False)
+    if any(char.isspace() for char in value) or "#" in value or "=" in value:
+        raise ValidationError(option, f"{value!r} must not contain whitespace, '#' or '='")
+    port = None
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValidationError(option, f"{value!r} is not [ipv6] or [ipv6]:port")
+        port = rest[1:] if rest else None
+        try:
+            if ipaddress.ip_address(host).version != 6:
+                raise ValueError(host)
+        except ValueError:
+            raise ValidationError(option, f"{host!r} in brackets is not an IPv6 address") from None
+    elif value.count(":") > 1:
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            raise ValidationError(option, f"{value!r} is not an IPv6 address (use [ipv6]:port with a port)") from None
+    else:
+        host, sep, port_text = value.partition(":")
+        port = port_text if sep else None
+        if not _HOSTNAME_RE.match(host) or ".." in host:
+            raise ValidationError(option, f"{host!r} is not a host name, IPv4 address or .onion address")
+        if host.endswith(".onion") and not ONION_RE.match(host):
+            raise ValidationError(option, f"{host!r} is not a v3 onion address (56 characters a-z2-7 then .onion)")
+    if port is not None and (not _PORT_RE.match(port) or not 1 <= int(port) <= 65535):
+        raise ValidationError(option, f"the port in {value!r} is not 1-65535")
+    return value
 
 
 # --------------------------------------------------------------------------- validate
@@ -303,7 +405,7 @@ def validate(params: dict) -> dict:
         raise ValidationError("purge", "must be a boolean")
     if purge and state != "absent":
         raise ValidationError("purge", "only applies with state=absent")
-    datadir = check_abs_path("datadir", p["datadir"] if p["datadir"] is not None else f"/var/lib/bitcoind/{name}")
+    datadir = check_managed_dir("datadir", p["datadir"] if p["datadir"] is not None else f"/var/lib/bitcoind/{name}")
 
     result = {
         "name": name,
@@ -320,9 +422,14 @@ def validate(params: dict) -> dict:
 
     impl = _choice("impl", p["impl"], IMPLS)
     tor_mode = _choice("tor_mode", p["tor_mode"], TOR_MODES)
+    debug_log = _choice("debug_log", p["debug_log"], DEBUG_LOG_MODES)
     for option in ("owner", "group"):
-        if not isinstance(p[option], str) or not p[option] or any(c.isspace() or c in ":/" for c in p[option]):
-            raise ValidationError(option, f"{p[option]!r} is not a valid user/group name")
+        value = p[option]
+        # Control characters (NUL among them) first: pwd/grp raise ValueError on a NUL.
+        if isinstance(value, str) and unsafe_char(value) is not None:
+            raise ValidationError(option, f"must not contain the control character {unsafe_char(value)!r}")
+        if not isinstance(value, str) or not value or len(value) > 64 or any(c.isspace() or c in ":/" for c in value):
+            raise ValidationError(option, f"{value!r} is not a valid user/group name")
 
     default_p2p, default_rpc, default_onion = DEFAULT_PORTS[network]
     p2p = _port("p2p_port", p["p2p_port"] if p["p2p_port"] is not None else default_p2p)
@@ -383,7 +490,11 @@ def validate(params: dict) -> dict:
     dbcache = _int("dbcache", p["dbcache"], minimum=4)
     maxconnections = _int("maxconnections", p["maxconnections"], minimum=0)
 
-    rpc_bind, rpc_allow_ip = _check_rpc_network(p["rpc_bind"], p["rpc_allow_ip"])
+    rpc_allow_any = p["rpc_allow_any"]
+    if not isinstance(rpc_allow_any, bool):
+        raise ValidationError("rpc_allow_any", "must be a boolean")
+    rpc_bind, rpc_allow_ip, warnings = _check_rpc_network(p["rpc_bind"], p["rpc_allow_ip"], rpc_allow_any)
+    addnode = [_check_addnode(f"addnode[{index}]", value) for index, value in enumerate(_list("addnode", p["addnode"]))]
 
     rpcauth_values = []
     for index, value in enumerate(_list("rpcauth", p["rpcauth"])):
@@ -422,6 +533,9 @@ def validate(params: dict) -> dict:
             "dbcache": dbcache,
             "maxconnections": maxconnections,
             "extra_options": extra,
+            "addnode": addnode,
+            "debug_log": debug_log,
+            "warnings": warnings,
         }
     )
     return result
@@ -467,13 +581,27 @@ def render(n: dict) -> str:
         if n[key] is not None:
             lines.append(f"{key}={n[key]}")
     tor = n["tor_mode"] != "clearnet"
-    if tor:
+    if n["tor_mode"] == "tor-only":
+        # Everything through Tor, only onion peers, no clearnet address learnt or advertised.
         lines += [f"proxy={n['tor_proxy']}", f"onion={n['tor_proxy']}"]
+    elif tor:
+        # both: Tor only for .onion peers (onion=, no proxy=: proxy= would send every clearnet
+        # connection out through Tor exits); clearnet connections go direct.
+        lines.append(f"onion={n['tor_proxy']}")
     lines.append("listenonion=0")
     if n["tor_mode"] == "tor-only":
         lines += ["onlynet=onion", "dnsseed=0", "discover=0"]
+    elif tor:
+        # externalip= soft-sets discover=0, which stops Core advertising the clearnet address
+        # its peers see; discover=1 keeps the clearnet address advertised next to the onion.
+        lines.append("discover=1")
     if tor:
         lines.append(f"externalip={n['onion_address']}")
+    if n.get("debug_log", "console") == "console":
+        # Only stdout (supervisord rotates it); no debug.log growing in the datadir.
+        lines += ["printtoconsole=1", "nodebuglogfile=1"]
+    else:
+        lines += ["printtoconsole=0", "shrinkdebugfile=1"]
     ports = n["ports"]
     lines += [f"zmqpub{topic}=tcp://127.0.0.1:{ports['zmq'][topic]}" for topic in sorted(ports["zmq"])]
     section_extra = []
@@ -490,6 +618,7 @@ def render(n: dict) -> str:
         lines.append(f"bind=127.0.0.1:{ports['onion']}=onion")
     lines += [f"rpcbind={addr}" for addr in n["rpc_bind"]]
     lines += [f"rpcallowip={addr}" for addr in n["rpc_allow_ip"]]
+    lines += [f"addnode={node}" for node in n.get("addnode", [])]
     lines += section_extra
     return "\n".join(lines) + "\n"
 
@@ -497,28 +626,165 @@ def render(n: dict) -> str:
 # --------------------------------------------------------------------------- parse
 
 
+# Core trims these around a line, a key and a value (common/args.cpp GetConfigOptions).
+CORE_TRIM = " \t\r\n"
+
+# Options Core reads as lists (GetArgs): every value counts. All others are single values.
+LIST_KEYS = frozenset(
+    (
+        "addnode",
+        "bind",
+        "connect",
+        "debug",
+        "debugexclude",
+        "deprecatedrpc",
+        "externalip",
+        "includeconf",
+        "loglevel",
+        "onlynet",
+        "rpcallowip",
+        "rpcauth",
+        "rpcbind",
+        "rpcwhitelist",
+        "seednode",
+        "signetseednode",
+        "uacomment",
+        "wallet",
+        "whitebind",
+        "whitelist",
+    )
+)
+# Chain selectors: Core's exception to first-wins in the config file (last wins), top level only.
+CHAIN_KEYS = frozenset(("chain", "regtest", "testnet", "testnet4", "signet"))
+
+
+def _lines(text: str):
+    """(line number, raw line, trimmed line without comment) the way Core splits the file."""
+    # std::getline: a line ends only at "\n" (not at \r, \v, \f, \x1c, \x85, \u2028 ...).
+    for number, raw in enumerate(text.split("\n"), start=1):
+        yield number, raw, raw.split("#", 1)[0].strip(CORE_TRIM)
+
+
 def parse(text: str) -> dict[str, list[tuple[str, str]]]:
     """Parse bitcoin.conf text the way Core reads it: ``{section: [(key, value)]}``.
 
-    The global part is section ``""``. ``#`` starts a comment anywhere; keys and values are
-    trimmed. A non-empty line that is neither ``[section]`` nor ``key=value`` raises
-    ValueError naming the line number, as Core refuses such a file.
+    The global part is section ``""``. As Core (``GetConfigOptions``): lines end only at
+    ``\n``; ``#`` starts a comment anywhere; lines, keys and values are trimmed of
+    ``" \t\r\n"`` (nothing else); ``[name]`` starts a section (the name is not trimmed).
+    A non-empty line that is neither ``[section]`` nor ``key=value``, or a key starting with
+    ``-``, raises ValueError naming the line number, as Core refuses such a file.
     """
     sections: dict[str, list[tuple[str, str]]] = {"": []}
     current = ""
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
+    for number, raw, line in _lines(text):
         if not line:
             continue
         if line.startswith("[") and line.endswith("]"):
-            current = line[1:-1].strip()
+            current = line[1:-1]
             sections.setdefault(current, [])
             continue
+        if line.startswith("-"):
+            raise ValueError(f"parse error on line {number}: {raw!r} (options must be given without leading -)")
         key, sep, value = line.partition("=")
-        if not sep or not key.strip():
+        if not sep or not key.strip(CORE_TRIM):
             raise ValueError(f"parse error on line {number}: {raw!r}")
-        sections[current].append((key.strip(), value.strip()))
+        sections[current].append((key.strip(CORE_TRIM), value.strip(CORE_TRIM)))
     return sections
+
+
+_NEGATED = object()
+
+
+def _interpret(key: str, value: str):
+    """(name, value or _NEGATED) as Core's InterpretOption/InterpretValue for a config line."""
+    if key.startswith("no"):
+        # "-nofoo=0" is a (discouraged) double negative: foo=1. Anything else negates foo.
+        if value and not _interpret_bool(value):
+            return key[2:], "1"
+        return key[2:], _NEGATED
+    return key, value
+
+
+def _interpret_bool(value: str) -> bool:
+    """Core's InterpretBool: empty is true, otherwise the leading integer (LocaleIndependentAtoi) != 0."""
+    if value == "":
+        return True
+    match = re.match(r"[ \t\n\v\f\r]*([+-]?[0-9]+)", value)
+    return bool(match) and int(match.group(1)) != 0
+
+
+def settings(text: str, network: str = "main") -> dict:
+    """The settings Core derives from a bitcoin.conf for ``network``: ``{name: value}``.
+
+    Core's rules (``common/settings.cpp`` GetSetting / GetSettingsList, ``common/args.cpp``):
+
+    * the network's section (``[regtest]`` or ``regtest.`` prefixed keys) is consulted
+      before the default section; network-only options (``NETWORK_ONLY_KEYS``) in the
+      default section are ignored except on main;
+    * a single-value setting takes the FIRST value after the last negation in the first
+      section that sets it (config files reverse the command line's last-wins) - except
+      the chain selectors (``chain``, ``regtest`` ...), where the last value wins;
+    * ``no<name>`` negates ``<name>`` (value ``False``; ``no<name>=0`` is ``"1"``);
+    * list settings (``LIST_KEYS``: rpcauth, addnode, bind, rpcallowip ...) are lists: the
+      section's values after its last negation, then, unless the section negated it, the
+      default section's.
+
+    Raises ValueError for a file Core would refuse (see ``parse``).
+    """
+    section = NETWORK_SECTION.get(network, network)
+    top: dict[str, list] = {}
+    net: dict[str, list] = {}
+    current = ""
+    parse(text)  # raise on a file Core refuses
+    for _number, _raw, line in _lines(text):
+        if not line:
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1]
+            continue
+        key, _sep, value = line.partition("=")
+        key, value = key.strip(CORE_TRIM), value.strip(CORE_TRIM)
+        where = current
+        if where == "" and "." in key:
+            where, key = key.rsplit(".", 1)
+        name, interpreted = _interpret(key, value)
+        if where == "":
+            top.setdefault(name, []).append(interpreted)
+        elif where == section:
+            net.setdefault(name, []).append(interpreted)
+
+    def span(values):
+        last = max((i for i, v in enumerate(values) if v is _NEGATED), default=-1)
+        return values[last + 1 :], last >= 0
+
+    result: dict = {}
+    for name in sorted(set(top) | set(net)):
+        use_top = network == "main" or name not in NETWORK_ONLY_KEYS
+        if name in CHAIN_KEYS:
+            values, negated = span(top.get(name, []))
+            if values:
+                result[name] = values[-1]
+            elif negated:
+                result[name] = False
+            continue
+        if name in LIST_KEYS:
+            out: list = []
+            values, negated = span(net.get(name, []))
+            out += values
+            if not negated and use_top:
+                top_values, _top_negated = span(top.get(name, []))
+                out += top_values
+            result[name] = out
+            continue
+        for source in (net.get(name, []), top.get(name, []) if use_top else []):
+            values, negated = span(source)
+            if values:
+                result[name] = values[0]
+                break
+            if negated:
+                result[name] = False
+                break
+    return result
 
 
 def is_managed(text: str | None, name: str) -> bool:

@@ -152,15 +152,28 @@ options:
     elements: str
     default: [127.0.0.1]
   rpc_allow_ip:
-    description: Client addresses or networks (CIDR or address/netmask) allowed to use RPC (C(rpcallowip=)).
+    description:
+      - Client addresses or networks (CIDR or address/netmask) allowed to use RPC (C(rpcallowip=)).
+      - A list that covers every address of an IP version (C(0.0.0.0/0), C(0.0.0.0/0.0.0.0),
+        C(::/0), or networks that add up to it) is refused unless O(rpc_allow_any=true).
     type: list
     elements: str
     default: [127.0.0.1]
+  rpc_allow_any:
+    description:
+      - Allow an O(rpc_allow_ip) list that covers every address. The task then returns a
+        warning; protect the RPC port some other way (firewall).
+    type: bool
+    default: false
+    version_added: "0.2.0"
   tor_mode:
     description:
       - V(tor-only) - P2P only through Tor (C(onlynet=onion), C(dnsseed=0), C(discover=0),
         P2P bound on loopback).
-      - V(both) - Tor and clearnet.
+      - V(both) - reachable on the onion and on clearnet. Tor is used only for C(.onion)
+        peers (C(onion=), no C(proxy=)); clearnet peers are connected directly. The onion is
+        advertised (C(externalip=)) with C(discover=1), because C(externalip=) alone makes
+        Core stop advertising the clearnet address its peers see.
       - V(clearnet) - no Tor settings at all.
       - C(listenonion=0) is always written; M(nodefleet.bitcoin.tor_hidden_service) owns the onion key.
     type: str
@@ -196,8 +209,33 @@ options:
         (for example C(port), C(rpcbind), C(prune), C(zmqpub*)); C(rpcuser) and
         C(rpcpassword) are never allowed - credentials go only through rpcauth.
       - Values are single lines without C(#) (it starts a comment in bitcoin.conf).
-      - Network-only options (C(addnode), C(connect), C(wallet)) go into the network's section.
+      - The negated form C(no<name>) of a managed or forbidden option (C(noproxy),
+        C(nolisten), C(nodaemon), C(norpcuser) ...) is refused like the option itself, because Core
+        reads C(no<name>) as the negation of C(<name>) whatever its value.
+      - Network-only options (C(addnode), C(connect), C(wallet)) go into the network's section;
+        C(addnode) values are checked as for O(addnode).
     type: dict
+  addnode:
+    description:
+      - Peers to keep a connection to, written as C(addnode=) lines inside the network's
+        section (Core ignores them outside it on every network but main).
+      - Each is C(host), C(host:port), C([ipv6]) or C([ipv6]:port); the host a DNS name, an
+        IPv4 address, an IPv6 address or a v3 C(.onion) address; the port 1-65535. No
+        whitespace, C(#) or C(=).
+    type: list
+    elements: str
+    version_added: "0.2.0"
+  debug_log:
+    description:
+      - V(console) - C(printtoconsole=1) and C(nodebuglogfile=1) - Core writes no
+        C(debug.log); its log goes to stdout only, which supervisord captures and rotates.
+      - V(file) - Core's own C(debug.log) in the network directory (C(printtoconsole=0),
+        C(shrinkdebugfile=1)). Core shrinks it only at start-up, so it grows without bound
+        between restarts.
+    type: str
+    choices: [console, file]
+    default: console
+    version_added: "0.2.0"
 seealso:
   - module: nodefleet.bitcoin.rpcauth_derive
   - module: nodefleet.bitcoin.tor_hidden_service
@@ -228,9 +266,9 @@ EXAMPLES = r"""
     network: signet
     tor_mode: clearnet
     prune: 550
+    addnode: [203.0.113.5, "signet-peer.example.org:38333"]
     extra_options:
       blocksonly: true
-      addnode: [203.0.113.5]
 
 - name: Stop managing an instance but keep its chain data
   nodefleet.bitcoin.bitcoind_instance:
@@ -259,6 +297,12 @@ datadir:
   returned: always
   type: str
   sample: /var/lib/bitcoind/main1
+addnode:
+  description: The O(addnode) peers written into the network's section.
+  returned: when O(state=present)
+  type: list
+  elements: str
+  sample: ["203.0.113.5:8333", "aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dyp3kead.onion"]
 network_dir:
   description: Where bitcoind keeps the network's data (C(.lock), C(debug.log), C(blocks/)).
   returned: always
@@ -275,25 +319,22 @@ purged:
   type: bool
 """
 
+import errno
 import grp
 import os
 import pwd
 import shutil
+import stat
+import sys
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils import bitcoin_conf
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
-    ValidationError,
-    attributes_differ,
-    file_diff,
-    read_text,
-    set_attributes,
-    write_file_atomic,
-)
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils import bitcoin_conf, safe_fs
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import ValidationError, file_diff
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.ports import foreign_listeners
 
-DIR_MODE = "0750"
-CONF_MODE = "0600"
+DIR_MODE = 0o750
+CONF_MODE = 0o600
+CONF_NAME = "bitcoin.conf"
 
 ARGUMENT_SPEC = {
     "name": {"type": "str", "required": True},
@@ -328,42 +369,29 @@ ARGUMENT_SPEC = {
     "dbcache": {"type": "int"},
     "maxconnections": {"type": "int"},
     "extra_options": {"type": "dict"},
+    "addnode": {"type": "list", "elements": "str"},
+    "debug_log": {"type": "str", "choices": list(bitcoin_conf.DEBUG_LOG_MODES), "default": "console"},
+    "rpc_allow_any": {"type": "bool", "default": False},
 }
 
 
-def check_account(option: str, value: str, lookup_name, lookup_id) -> None:
-    """Raise ValidationError naming ``option`` when the user/group does not exist here."""
+def check_account(option: str, value: str, lookup_name, lookup_id) -> int:
+    """The uid/gid of ``value``; ValidationError naming ``option`` when it does not exist here."""
     try:
         if value.isdigit():
             lookup_id(int(value))
-        else:
-            lookup_name(value)
-    except KeyError:
+            return int(value)
+        entry = lookup_name(value)
+    except (KeyError, ValueError, OverflowError):
         kind = "user" if option == "owner" else "group"
         raise ValidationError(option, f"{kind} {value!r} does not exist on this host") from None
-
-
-def plan_present(n: dict, current: str | None, datadir_exists: bool) -> dict:
-    """What state=present changes, from the normalised input and the current file.
-
-    Returns {content, content_changed, dir_changed, file_attrs_changed}.
-    """
-    content = bitcoin_conf.render(n)
-    content_changed = current != content
-    dir_changed = not datadir_exists or attributes_differ(n["datadir"], n["owner"], n["group"], DIR_MODE)
-    file_attrs_changed = current is not None and attributes_differ(n["conf_file"], n["owner"], n["group"], CONF_MODE)
-    return {
-        "content": content,
-        "content_changed": content_changed,
-        "dir_changed": dir_changed,
-        "file_attrs_changed": file_attrs_changed,
-    }
+    return entry.pw_uid if hasattr(entry, "pw_uid") else entry.gr_gid
 
 
 def account_uid(owner) -> int | None:
     try:
         return int(owner) if str(owner).isdigit() else pwd.getpwnam(owner).pw_uid
-    except KeyError:
+    except (KeyError, ValueError):
         return None
 
 
@@ -385,44 +413,139 @@ def check_ports_free(n: dict) -> None:
         )
 
 
+def _unsafe(exc: safe_fs.UnsafePath) -> ValidationError:
+    return ValidationError("datadir", f"{exc.path} {exc.reason}; refusing to manage the datadir through it")
+
+
+def inspect_datadir(n: dict) -> str:
+    """ "missing" or "dir"; refuses a symlink anywhere in the datadir or network dir path.
+
+    Nothing is followed or written (also used in check mode).
+    """
+    datadir = n["datadir"]
+    try:
+        kind = safe_fs.inspect_path(datadir)
+        if kind not in ("missing", "dir"):
+            raise ValidationError("datadir", f"{datadir} exists and is not a directory")
+        if kind == "dir" and n["network_dir"] != datadir:
+            sub = safe_fs.inspect_path(n["network_dir"])
+            if sub not in ("missing", "dir"):
+                raise ValidationError("datadir", f"{n['network_dir']} (the network directory) is not a directory")
+    except safe_fs.UnsafePath as exc:
+        raise _unsafe(exc) from None
+    return kind
+
+
+def read_current(dir_fd: int, n: dict) -> tuple[str | None, os.stat_result | None, bool]:
+    """(content, lstat, is_symlink) of bitcoin.conf in the opened datadir; nothing followed."""
+    st = safe_fs.lstat_at(dir_fd, CONF_NAME)
+    if st is None:
+        return None, None, False
+    if stat.S_ISLNK(st.st_mode):
+        # Replaced by a regular file on write (rename over the link); the target is never read.
+        return None, st, True
+    if not stat.S_ISREG(st.st_mode):
+        raise ValidationError("datadir", f"{n['conf_file']} exists and is not a regular file; refusing to replace it")
+    data = safe_fs.read_at(dir_fd, CONF_NAME, shown=n["conf_file"])
+    return (data.decode("utf-8") if data is not None else None), st, False
+
+
+def _check_network_dir_at(dir_fd: int, n: dict) -> None:
+    sub = bitcoin_conf.NETWORK_SUBDIR[n["network"]]
+    if not sub:
+        return
+    st = safe_fs.lstat_at(dir_fd, sub)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+        raise ValidationError("datadir", f"{n['network_dir']} (the network directory) is {what}; refusing it")
+
+
 def ensure_present(module, n: dict) -> dict:
     datadir, conf_file = n["datadir"], n["conf_file"]
-    check_account("owner", n["owner"], pwd.getpwnam, pwd.getpwuid)
-    check_account("group", n["group"], grp.getgrnam, grp.getgrgid)
-    if os.path.lexists(datadir) and not os.path.isdir(datadir):
-        raise ValidationError("datadir", f"{datadir} exists and is not a directory")
-    if os.path.isdir(conf_file) or (os.path.islink(conf_file)):
-        raise ValidationError("datadir", f"{conf_file} is a directory or a symlink; refusing to replace it")
+    uid = check_account("owner", n["owner"], pwd.getpwnam, pwd.getpwuid)
+    gid = check_account("group", n["group"], grp.getgrnam, grp.getgrgid)
+    kind = inspect_datadir(n)
     if module.params["check_ports"]:
         check_ports_free(n)
-    current = read_text(conf_file) if os.path.isdir(datadir) else None
+
+    current, conf_st, conf_is_link, dir_st = None, None, False, None
+    if kind == "dir":
+        try:
+            with safe_fs.opened_dir(datadir) as dir_fd:
+                dir_st = os.fstat(dir_fd)
+                _check_network_dir_at(dir_fd, n)
+                current, conf_st, conf_is_link = read_current(dir_fd, n)
+        except safe_fs.UnsafePath as exc:
+            raise _unsafe(exc) from None
+
     n = bitcoin_conf.with_rpc_users(n, current)
-    plan = plan_present(n, current, os.path.isdir(datadir))
-    changed = plan["content_changed"] or plan["dir_changed"] or plan["file_attrs_changed"]
+    content = bitcoin_conf.render(n)
+    content_changed = conf_is_link or current != content
+    dir_changed = safe_fs.attrs_differ(dir_st, uid, gid, DIR_MODE)
+    file_attrs_changed = current is not None and safe_fs.attrs_differ(conf_st, uid, gid, CONF_MODE)
+    changed = content_changed or dir_changed or file_attrs_changed
 
     if changed and not module.check_mode:
-        parent = os.path.dirname(datadir)
-        if not os.path.isdir(parent):
-            os.makedirs(parent, mode=0o755)
-        if not os.path.isdir(datadir):
-            os.mkdir(datadir, 0o700)
-        set_attributes(module, datadir, n["owner"], n["group"], DIR_MODE)
-        if plan["content_changed"]:
-            write_file_atomic(module, conf_file, plan["content"], n["owner"], n["group"], CONF_MODE)
-        else:
-            set_attributes(module, conf_file, n["owner"], n["group"], CONF_MODE)
+        parent, base = os.path.split(datadir)
+        try:
+            # The parent (/var/lib/bitcoind by default) may be created, root-owned 0755; every
+            # existing component is opened O_NOFOLLOW, so a symlink anywhere is refused.
+            with safe_fs.opened_dir(parent, create=len(parent.strip("/").split("/")), mode=0o755) as parent_fd:
+                dir_fd, _created = safe_fs.mkdir_at(parent_fd, base, 0o700, shown=datadir)
+                try:
+                    safe_fs.set_attrs_fd(dir_fd, uid, gid, DIR_MODE)
+                    _check_network_dir_at(dir_fd, n)
+                    if content_changed:
+                        safe_fs.write_at(dir_fd, CONF_NAME, content, uid=uid, gid=gid, mode=CONF_MODE, shown=conf_file)
+                    elif file_attrs_changed:
+                        safe_fs.set_attrs_at(dir_fd, CONF_NAME, uid, gid, CONF_MODE, shown=conf_file)
+                finally:
+                    os.close(dir_fd)
+        except safe_fs.UnsafePath as exc:
+            raise _unsafe(exc) from None
 
     result = {
         "changed": changed,
-        "restart_required": plan["content_changed"],
+        "restart_required": content_changed,
         "conf_file": conf_file,
         "datadir": datadir,
         "network_dir": n["network_dir"],
         "ports": n["ports"],
+        "addnode": n["addnode"],
     }
     if module._diff:
-        result["diff"] = file_diff(conf_file, current, plan["content"])
+        result["diff"] = file_diff(conf_file, current, content)
     return result
+
+
+def open_child_dir(parent_fd: int, name: str, shown: str) -> int:
+    """O_NOFOLLOW|O_DIRECTORY descriptor of ``name`` in ``parent_fd``; UnsafePath for a symlink."""
+    try:
+        return os.open(name, safe_fs.DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise safe_fs.UnsafePath(shown, "is a symlink or not a directory; refusing to follow it") from None
+        raise
+
+
+def remove_tree_at(parent_fd: int, name: str, expected: os.stat_result) -> None:
+    """Remove the directory ``name`` in ``parent_fd`` recursively without following symlinks.
+
+    Relies on shutil.rmtree's fd-based walk (``shutil.rmtree.avoids_symlink_attacks`` is True
+    on Linux: every level is opened with O_NOFOLLOW relative to its parent's descriptor and
+    checked with samestat, so a directory swapped for a symlink is unlinked, never entered).
+    With Python 3.11+ the walk starts at ``parent_fd`` (``dir_fd=``), so no path component
+    above the datadir is resolved by name again.
+    """
+    st = safe_fs.lstat_at(parent_fd, name)
+    if st is None or not stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) != (expected.st_dev, expected.st_ino):
+        raise ValidationError("datadir", f"{name} changed while it was being removed; refusing to continue")
+    if not shutil.rmtree.avoids_symlink_attacks:
+        raise ValidationError("purge", "this platform's shutil.rmtree is not safe against symlink attacks")
+    if sys.version_info >= (3, 11):
+        shutil.rmtree(name, dir_fd=parent_fd)
+    else:  # pragma: no cover - managed hosts run 3.11 (Debian 12)
+        shutil.rmtree("/proc/self/fd/%d/%s" % (parent_fd, name))
 
 
 def ensure_absent(module, n: dict) -> dict:
@@ -435,34 +558,62 @@ def ensure_absent(module, n: dict) -> dict:
         "datadir": datadir,
         "network_dir": n["network_dir"],
     }
-    if not n["purge"] or not os.path.lexists(datadir):
+    if not n["purge"]:
         return result
-    if os.path.islink(datadir) or not os.path.isdir(datadir):
-        raise ValidationError("purge", f"refusing to remove {datadir}: it is not a directory (or is a symlink)")
-    current = read_text(conf_file) if os.path.isfile(conf_file) else None
-    if not bitcoin_conf.is_managed(current, n["name"]):
-        raise ValidationError(
-            "purge",
-            f"refusing to remove {datadir}: it does not contain a bitcoin.conf written by "
-            f"nodefleet.bitcoin (bitcoind_instance) for instance {n['name']!r}",
-        )
-    if not module.check_mode:
-        shutil.rmtree(datadir)
+    try:
+        kind = safe_fs.inspect_path(datadir)
+    except safe_fs.UnsafePath as exc:
+        raise _unsafe(exc) from None
+    if kind == "missing":
+        return result
+    if kind != "dir":
+        raise ValidationError("purge", f"refusing to remove {datadir}: it is not a directory")
+    parent, base = os.path.split(datadir)
+    try:
+        with safe_fs.opened_dir(parent) as parent_fd:
+            dir_fd = open_child_dir(parent_fd, base, datadir)
+            try:
+                dir_st = os.fstat(dir_fd)
+                current, _st, is_link = read_current(dir_fd, n)
+            finally:
+                os.close(dir_fd)
+            if is_link or not bitcoin_conf.is_managed(current, n["name"]):
+                raise ValidationError(
+                    "purge",
+                    f"refusing to remove {datadir}: it does not contain a bitcoin.conf written by "
+                    f"nodefleet.bitcoin (bitcoind_instance) for instance {n['name']!r}",
+                )
+            if not module.check_mode:
+                remove_tree_at(parent_fd, base, dir_st)
+    except safe_fs.UnsafePath as exc:
+        raise _unsafe(exc) from None
     result.update(changed=True, purged=True)
     if module._diff:
         result["diff"] = file_diff(conf_file, current, None)
     return result
 
 
+def run(module) -> dict:
+    n = bitcoin_conf.validate(module.params)
+    result = ensure_present(module, n) if n["state"] == "present" else ensure_absent(module, n)
+    for warning in n.get("warnings", []):
+        module.warn(warning)
+    return result
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    result, error = None, None
+    # fail_json is never called inside an except block: ansible-core would print
+    # "An exception occurred during task execution" before the message.
     try:
-        n = bitcoin_conf.validate(module.params)
-        result = ensure_present(module, n) if n["state"] == "present" else ensure_absent(module, n)
+        result = run(module)
     except ValidationError as exc:
-        module.fail_json(msg=str(exc))
-    except (OSError, UnicodeDecodeError) as exc:
-        module.fail_json(msg=f"datadir: cannot manage {module.params.get('datadir') or 'the datadir'}: {exc}")
+        error = str(exc)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        error = f"datadir: cannot manage {module.params.get('datadir') or 'the datadir'}: {exc}"
+    if error is not None:
+        module.fail_json(msg=error)
     module.exit_json(**result)
 
 
