@@ -5,13 +5,32 @@ ROOT=$PWD
 export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
 export PATH="$ROOT/.venv/bin:$PATH"
 
-# fleet_up INVENTORY [RELEASE_DIR]: the node image (cached by recipe hash), signed
-# release-like archives of the stand-in daemon, the inventory's node containers (kept when
-# unchanged, recreated when their settings changed) and one converge of playbooks/site.yml
-# (a no-op on a converged fleet).
+# fleet_up INVENTORY [RELEASE_DIR]: the node image (cached by recipe hash), the signed
+# release archives (core: real Bitcoin Core when ../shared/bitcoin-core or
+# $NODEFLEET_CORE_ARCHIVE_DIR holds it, else the stand-in; knots/garbageman: the stand-in),
+# the inventory's node containers (kept when unchanged, recreated when their settings
+# changed) and one converge of playbooks/site.yml (a no-op on a converged fleet).
 fleet_up() {
   bash tests/image/build.sh
   bash tests/release/build_release.sh "${2:-build/release}"
   ansible-playbook -i "$1" tests/fleet/create.yml
   ansible-playbook -i "$1" playbooks/site.yml
+}
+
+# release_daemons [RELEASE_DIR]: which daemon each implementation's release holds, from the
+# releases.json that tests/release/build_release.sh wrote ("real Bitcoin Core <version>" or
+# "the stand-in daemon, NOT Bitcoin").
+release_daemons() {
+  python3 - "${1:-build/release}/releases.json" <<'PY'
+import json, sys
+data = json.load(open(sys.argv[1]))
+print("Daemons of this fleet (%s):" % sys.argv[1])
+for r in data["releases"]:
+    daemon = r.get("daemon", "stand-in")
+    what = ("real Bitcoin Core %s" % daemon[len("bitcoin-core-"):]) if daemon.startswith("bitcoin-core-") \
+        else "the stand-in daemon (tests/standin/bitcoind), NOT Bitcoin"
+    print("  %-10s %-32s %s" % (r["impl"], r["version"], what))
+if data.get("core_source", "stand-in") == "stand-in":
+    print("  (no real Bitcoin Core archive in ../shared/bitcoin-core or $NODEFLEET_CORE_ARCHIVE_DIR: core runs the stand-in)")
+PY
 }

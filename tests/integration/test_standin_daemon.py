@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from ansible_collections.nodefleet.bitcoin.tests.integration import real_core
 
 pytestmark = pytest.mark.integration
 
@@ -632,10 +633,18 @@ def test_release_layout_checksums_and_three_signatures(release_dir, keyring):
     releases = json.loads((release_dir / "releases.json").read_text())["releases"]
     signers = json.loads((release_dir / "signers.json").read_text())["signers"]
     names = {r["impl"]: r["archive"] for r in releases}
+    core_archive, _ = real_core.find_archive()
     assert names == {
-        "core": "bitcoin-30.0-x86_64-linux-gnu.tar.gz",
+        "core": core_archive.name if core_archive else "bitcoin-30.0-x86_64-linux-gnu.tar.gz",
         "knots": "bitcoin-29.1.knots20250903-x86_64-linux-gnu.tar.gz",
         "garbageman": "bitcoin-29.1.knots20250903-garbageman1-x86_64-linux-gnu.tar.gz",
+    }
+    daemons = {r["impl"]: (r["daemon"], r["version"]) for r in releases}
+    core_version = real_core.version_of(core_archive) if core_archive else None
+    assert daemons == {
+        "core": (f"bitcoin-core-{core_version}", core_version) if core_archive else ("stand-in", "30.0"),
+        "knots": ("stand-in", "29.1.knots20250903"),
+        "garbageman": ("stand-in", "29.1.knots20250903-garbageman1"),
     }
     expected_fprs = {s["fingerprint"] for s in signers}
     assert len(expected_fprs) == 3
@@ -647,6 +656,8 @@ def test_release_layout_checksums_and_three_signatures(release_dir, keyring):
         with tarfile.open(archive) as tar:
             member = tar.getmember(f"{rel['topdir']}/bin/bitcoind")
             assert member.uid == 0 and member.gid == 0 and member.mode & 0o755 == 0o755
+        if rel["daemon"] != "stand-in":  # the real archive, byte for byte
+            assert rel["sha256"] == hashlib.sha256(core_archive.read_bytes()).hexdigest()
         status = _gpg_verify(keyring, directory)
         valid = {line.split()[2] for line in status if line.startswith("[GNUPG:] VALIDSIG")}
         assert valid == expected_fprs
@@ -702,7 +713,14 @@ def test_packaged_daemon_identity(release_dir, make_daemon, tmp_path, impl, subv
         tar.extractall(dest)  # noqa: S202 - our own archive, checked above
     exe = dest / rel["topdir"] / "bin" / "bitcoind"
     version = run_once([str(exe), "-version"]).stdout.splitlines()[0]
-    assert version.endswith("daemon version v" + ("30.0.0" if impl == "core" else rel["version"]))
+    if rel["daemon"] != "stand-in":
+        # the real Bitcoin Core: its own version string and user agent
+        assert rel["daemon"] == f"bitcoin-core-{rel['version']}"
+        assert version.startswith(f"Bitcoin Core daemon version v{rel['version']}")
+        subversion = f"/Satoshi:{rel['version']}/"
+        assert (dest / rel["topdir"] / "lib").is_dir()  # RUNPATH $ORIGIN/../lib
+    else:
+        assert version.endswith("daemon version v" + ("30.0.0" if impl == "core" else rel["version"]))
     d = make_daemon(impl, exe=exe)
     d.write_conf()
     d.start()
@@ -714,3 +732,69 @@ def test_packaged_daemon_identity(release_dir, make_daemon, tmp_path, impl, subv
     assert d.result("stop").endswith(" stopping")
     assert d.wait_exit() == 0
     shutil.rmtree(dest)
+
+
+def test_release_falls_back_to_the_stand_in_without_the_real_core_archive(tmp_path):
+    """A machine without ../shared/bitcoin-core still gets a core release: the stand-in, and says so."""
+    out = tmp_path / "out"
+    env = dict(os.environ, NODEFLEET_CORE_ARCHIVE_DIR="/nonexistent")
+    proc = subprocess.run(
+        ["bash", str(BUILDER), str(out)], capture_output=True, text=True, timeout=180, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "core = the STAND-IN daemon (no bitcoin-*-x86_64-linux-gnu.tar.gz in /nonexistent" in proc.stdout
+    data = json.loads((out / "releases.json").read_text())
+    assert data["core_source"] == "stand-in"
+    core = next(r for r in data["releases"] if r["impl"] == "core")
+    assert (core["daemon"], core["version"], core["archive"]) == (
+        "stand-in",
+        "30.0",
+        "bitcoin-30.0-x86_64-linux-gnu.tar.gz",
+    )
+    assert {r["daemon"] for r in data["releases"]} == {"stand-in"}
+
+
+def test_release_refuses_a_real_core_archive_its_sha256sums_does_not_list(tmp_path):
+    """A present but unverifiable archive fails the build (no silent fallback to the stand-in)."""
+    archive, _ = real_core.find_archive()
+    fake = tmp_path / "core"
+    fake.mkdir()
+    name = archive.name if archive else "bitcoin-28.99.0-x86_64-linux-gnu.tar.gz"
+    (fake / name).write_bytes(b"not the archive")
+    (fake / "SHA256SUMS").write_text("%s  %s\n" % ("0" * 64, name))
+    out = tmp_path / "out"
+    env = dict(os.environ, NODEFLEET_CORE_ARCHIVE_DIR=str(fake))
+    proc = subprocess.run(
+        ["bash", str(BUILDER), str(out)], capture_output=True, text=True, timeout=180, env=env, check=False
+    )
+    assert proc.returncode == 1
+    assert f"SHA256SUMS lists '{'0' * 64}' for it; refusing to package it" in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("log_lines", "debug_log", "console"),
+    [
+        ("printtoconsole=1\nnodebuglogfile=1\n", False, True),  # bitcoind_instance debug_log=console
+        ("printtoconsole=0\nshrinkdebugfile=1\n", True, False),  # debug_log=file
+    ],
+)
+def test_rendered_logging_peering_and_tor_options_are_accepted(make_daemon, log_lines, debug_log, console):
+    """The options bitcoind_instance renders (checked against real Core in test_standin_vs_core.py):
+    nodebuglogfile writes no debug.log and logs to stdout only; addnode= in the network section,
+    onion= and discover= are accepted (the stand-in makes no P2P connection)."""
+    d = make_daemon()
+    d.write_conf(
+        extra_global=log_lines + "onion=127.0.0.1:9\ndiscover=1\n",
+        extra_section=f"addnode=127.0.0.1:{free_port()}\naddnode=" + "c" * 56 + ".onion:18444\n",
+    )
+    d.start()
+    d.wait_ready()
+    assert d.result("getblockchaininfo")["chain"] == "regtest"
+    assert d.result("getpeerinfo") == []
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    assert (d.netdir / "debug.log").exists() is debug_log
+    stdout = (d.root / "stdout.txt").read_text()
+    assert ("Shutdown: done" in stdout) is console
+    assert d.proc.stderr.read() == b""
