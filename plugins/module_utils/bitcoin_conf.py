@@ -324,7 +324,10 @@ def _check_extra(extra) -> list[tuple[str, list[str]]]:
         raise ValidationError("extra_options", "must be a dict of option name -> value")
     out = []
     for key in sorted(extra, key=str):
-        option = f"extra_options.{key}"
+        # A key with a control character is shown quoted, so the message stays one line.
+        option = (
+            f"extra_options.{key}" if isinstance(key, str) and unsafe_char(key) is None else f"extra_options.{key!r}"
+        )
         if not isinstance(key, str) or not EXTRA_KEY_RE.match(key):
             raise ValidationError(option, "option names must be lowercase letters and digits only (no '-', '.', '=')")
         # Core reads "no<name>" as the negation of <name> (whatever the value: "noX=0" is X=1),
@@ -771,10 +774,13 @@ def settings(text: str, network: str = "main") -> dict:
             out: list = []
             values, negated = span(net.get(name, []))
             out += values
+            seen = bool(net.get(name))
             if not negated and use_top:
                 top_values, _top_negated = span(top.get(name, []))
                 out += top_values
-            result[name] = out
+                seen = seen or bool(top.get(name))
+            if seen:
+                result[name] = out  # [] when negated
             continue
         for source in (net.get(name, []), top.get(name, []) if use_top else []):
             values, negated = span(source)

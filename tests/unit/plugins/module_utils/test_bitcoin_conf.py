@@ -221,3 +221,128 @@ def test_parse_rejects_lines_core_refuses(text):
 )
 def test_is_managed(text, name, expected):
     assert bitcoin_conf.is_managed(text, name) is expected
+
+
+# --------------------------------------------------------------------------- issue 10 / 17 regressions
+
+
+def _conf(**params):
+    base = {"name": "n1", "network": "regtest", "onion_address": ONION}
+    base.update(params)
+    return _render(base)
+
+
+def test_both_mode_uses_tor_only_for_onion_peers_and_keeps_discovery():
+    """10.6: no proxy= (clearnet direct), onion= for .onion peers, discover=1 beside externalip=."""
+    got = bitcoin_conf.settings(_conf(tor_mode="both"), "regtest")
+    assert "proxy" not in got
+    assert got["onion"] == "127.0.0.1:9050"
+    assert got["discover"] == "1"
+    assert got["externalip"] == [ONION]
+    assert "onlynet" not in got and "dnsseed" not in got
+    assert got["bind"] == ["0.0.0.0:18444", "127.0.0.1:18445=onion"]
+
+
+def test_tor_only_mode_keeps_every_tor_setting():
+    got = bitcoin_conf.settings(_conf(tor_mode="tor-only"), "regtest")
+    assert (got["proxy"], got["onion"]) == ("127.0.0.1:9050", "127.0.0.1:9050")
+    assert (got["onlynet"], got["dnsseed"], got["discover"], got["listenonion"]) == (["onion"], "0", "0", "0")
+    assert got["bind"] == ["127.0.0.1:18444", "127.0.0.1:18445=onion"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected", "absent"),
+    [
+        ("console", {"printtoconsole": "1", "debuglogfile": False}, "shrinkdebugfile"),
+        ("file", {"printtoconsole": "0", "shrinkdebugfile": "1"}, "debuglogfile"),
+    ],
+)
+def test_debug_log_modes(mode, expected, absent):
+    got = bitcoin_conf.settings(_conf(debug_log=mode), "regtest")
+    for key, value in expected.items():
+        assert got[key] == value
+    assert absent not in got
+
+
+def test_debug_log_default_is_console():
+    assert "nodebuglogfile=1" in _conf().splitlines()
+
+
+def test_addnode_lines_are_in_the_section_after_rpcallowip():
+    text = _conf(addnode=["203.0.113.5:18444"], extra_options={"addnode": "203.0.113.6"})
+    _global, _header, section = _split(text)
+    assert section[-2:] == ["addnode=203.0.113.5:18444", "addnode=203.0.113.6"]
+
+
+@pytest.mark.parametrize("key", ["noaddnode", "noproxy", "nonolisten"])
+def test_negated_keys_refused_in_validate(key):
+    with pytest.raises(ValidationError) as err:
+        bitcoin_conf.validate({"name": "n", "onion_address": ONION, "extra_options": {key: 1}})
+    assert err.value.option == "extra_options." + key
+    assert "negated form" in err.value.reason
+
+
+@pytest.mark.parametrize("key", ["noconnect", "noblocksonly", "nopersistmempool"])
+def test_negated_unmanaged_keys_are_still_allowed(key):
+    assert f"{key}=1" in _conf(extra_options={key: 1}).splitlines()
+
+
+# parse: Core's line rules (17.3) and Core's first-value rule (10.10)
+
+
+@pytest.mark.parametrize("char", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\r"])
+def test_parse_splits_lines_only_at_newline_like_core(char):
+    parsed = bitcoin_conf.parse(f"uacomment=x{char}rpcallowip=0.0.0.0/0\n")
+    assert [key for key, _value in parsed[""]] == ["uacomment"]
+    assert "rpcallowip" not in bitcoin_conf.settings(f"uacomment=x{char}rpcallowip=0.0.0.0/0\n")
+
+
+def test_parse_trims_like_core():
+    # Core trims " \t\r\n" (common/args.cpp GetConfigOptions); a \f or \v stays in the value.
+    parsed = bitcoin_conf.parse(" \tuacomment = a b \r\nx=\x0cy\x0b\n")
+    assert parsed[""] == [("uacomment", "a b"), ("x", "\x0cy\x0b")]
+
+
+def test_parse_keeps_section_names_untrimmed_and_refuses_a_leading_dash():
+    assert " regtest " in bitcoin_conf.parse("[ regtest ]\nport=1\n")
+    with pytest.raises(ValueError, match="line 2"):
+        bitcoin_conf.parse("server=1\n-rpcport=1\n")
+
+
+def test_settings_first_value_wins_in_the_config_file():
+    text = "dbcache=100\ndbcache=200\n[regtest]\nrpcport=1111\nrpcport=2222\n"
+    got = bitcoin_conf.settings(text, "regtest")
+    assert (got["dbcache"], got["rpcport"]) == ("100", "1111")
+
+
+def test_settings_network_section_beats_the_default_section():
+    text = "dbcache=100\nregtest.dbcache=300\n[regtest]\ndbcache=400\n"
+    assert bitcoin_conf.settings(text, "regtest")["dbcache"] == "300"
+    assert bitcoin_conf.settings(text, "main")["dbcache"] == "100"
+
+
+def test_settings_network_only_keys_outside_the_section_are_ignored_except_on_main():
+    text = "rpcport=1111\naddnode=1.2.3.4\n"
+    assert bitcoin_conf.settings(text, "regtest") == {}
+    assert bitcoin_conf.settings(text, "main") == {"rpcport": "1111", "addnode": ["1.2.3.4"]}
+
+
+def test_settings_chain_selector_last_wins():
+    assert bitcoin_conf.settings("chain=main\nchain=regtest\n")["chain"] == "regtest"
+
+
+def test_settings_list_keys_stay_lists():
+    text = "rpcauth=a:b$c\nrpcauth=d:e$f\n[regtest]\nbind=127.0.0.1:1\nbind=127.0.0.1:2=onion\nrpcallowip=10.0.0.0/8\n"
+    got = bitcoin_conf.settings(text, "regtest")
+    assert got["rpcauth"] == ["a:b$c", "d:e$f"]
+    assert got["bind"] == ["127.0.0.1:1", "127.0.0.1:2=onion"]
+    assert got["rpcallowip"] == ["10.0.0.0/8"]
+
+
+def test_settings_negation_and_double_negative():
+    text = "listen=1\nnolisten=1\nnodaemon=0\nrpcallowip=1.1.1.1\nnorpcallowip=1\nrpcallowip=2.2.2.2\n"
+    got = bitcoin_conf.settings(text)
+    assert got["listen"] is False, "no value after the last negation: negated"
+    assert got["daemon"] == "1", "nodaemon=0 is daemon=1"
+    assert got["rpcallowip"] == ["2.2.2.2"]
+    assert bitcoin_conf.settings("nolisten=1\n")["listen"] is False
