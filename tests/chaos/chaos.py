@@ -9,6 +9,9 @@
     chaos.py evaluate --out DIR                 (stdin: the cell's raw data) -> writes DIR/<id>.json
     chaos.py report   --out DIR [--docs docs/chaos.md] [--expect-ids a,b]  -> DIR/summary.md (+ docs)
     chaos.py now                                                      -> epoch milliseconds
+    chaos.py targets  (stdin: cell + settled snapshots)   -> the fault's instances and the chain witness
+    chaos.py sync     (stdin: nodes, node, witness)       -> waits until the witness's tip reached its peers
+    chaos.py tips     (stdin: snapshots, node, names)     -> the fleet tip each instance must get back to
 
 The raw data of a cell (built by tasks/cell.yml) holds the cell spec, one entry per attempt
 (snapshots of every node before and after, the injection, the wait, heal and converge runs)
@@ -31,6 +34,13 @@ TABLE_BEGIN = "<!-- chaos-table:begin -->"
 TABLE_END = "<!-- chaos-table:end -->"
 UPTIME_SLACK_MS = 2000  # RPC uptime has 1 s resolution; the snapshot itself takes time
 PROCESS_FAULTS = ("sigterm", "sigkill", "sigstop")
+# Faults after which a daemon may come back LOWER (Core does not flush every block at once:
+# a kill loses what was not flushed) and must fetch its tip back from its peers. Every other
+# fault stops the daemon cleanly (SIGTERM: Core flushes) and must keep its height.
+# (sigstop: heal.yml's graceful stop cannot reach a stopped process, it ends in SIGKILL.)
+TIP_FAULTS = ("sigkill", "sigstop", "crashloop", "stale_lock", "restart")
+ONION_FAULTS = ("onion_dir_deleted", "torrc_dropin_deleted")
+DEFAULT_TIP_BUDGET_MS = 10000
 
 
 # ---------------------------------------------------------------------------- matrix
@@ -118,6 +128,7 @@ PROBE_PATH = "/usr/local/lib/nodefleet-chaos/chaos_probe.py"
 
 def probe_node(container: str, args: list[str], creds: dict, timeout: float) -> dict:
     """Run the probe in ``container`` (podman exec), credentials on stdin; its JSON or an error."""
+    args = [a if isinstance(a, str) else json.dumps(a) for a in args]
     argv = ["podman", "exec", "-i", container, "python3", PROBE_PATH, *args]
     try:
         proc = subprocess.run(
@@ -147,6 +158,245 @@ def probe_nodes(spec: dict) -> dict:
         }
         results = {node: fut.result() for node, fut in futures.items()}
     return {"results": results, "failed": sorted(n for n, r in results.items() if "error" in r and "rc" in r)}
+
+
+# ---------------------------------------------------------------------------- chain data
+def chain_rule(cell: dict) -> str:
+    """``kept``: the fault stops the daemon cleanly, its height must not drop; ``tip``: it may
+    come back lower and must regain the fleet's tip of its chain from its peers."""
+    return cell.get("chain_rule") or ("tip" if cell["fault"] in TIP_FAULTS else "kept")
+
+
+def is_native(inst: dict) -> bool:
+    """The instance runs a real daemon (Core's bitcoind), not the stand-in (which keeps every
+    block and exchanges none: a stand-in's chain is its own)."""
+    daemons = inst.get("daemons") or []
+    return bool(daemons) and all(d.get("kind") == "native" for d in daemons)
+
+
+def same_chain(snapshots: dict, node: str, name: str) -> list[tuple[str, str]]:
+    """``node/name`` and every fleet instance that shares its chain: a real daemon of the same
+    network with the same chain id (hash of block 1: daemons that exchanged blocks share it)."""
+    me = snapshots.get(node, {}).get("instances", {}).get(name, {})
+    group = [(node, name)]
+    if not is_native(me) or not me.get("chain_id"):
+        return group
+    for other_node, snap in sorted(snapshots.items()):
+        for other, inst in sorted(snap.get("instances", {}).items()):
+            if (other_node, other) == (node, name):
+                continue
+            if is_native(inst) and inst.get("chain") == me.get("chain") and inst.get("chain_id") == me.get("chain_id"):
+                group.append((other_node, other))
+    return sorted(group)
+
+
+def fleet_tip(snapshots: dict, node: str, name: str) -> dict:
+    """The fleet's tip of ``node/name``'s chain: the highest block over the instances that share
+    its chain (ties: the instance's own block), and who holds it."""
+    group = same_chain(snapshots, node, name)
+    me = snapshots.get(node, {}).get("instances", {}).get(name, {})
+    best = {"height": me.get("blocks"), "hash": me.get("bestblockhash")}
+    for n, nm in group:
+        inst = snapshots[n]["instances"][nm]
+        if (
+            inst.get("blocks") is not None
+            and inst.get("bestblockhash")
+            and (best["height"] is None or inst["blocks"] > best["height"])
+        ):
+            best = {"height": inst["blocks"], "hash": inst["bestblockhash"]}
+    held_by = [
+        f"{n}/{nm}"
+        for n, nm in group
+        if (n, nm) != (node, name) and snapshots[n]["instances"][nm].get("bestblockhash") == best["hash"]
+    ]
+    return {**best, "group": [f"{n}/{nm}" for n, nm in group], "held_by": held_by}
+
+
+def tips_for(snapshots: dict, node: str, names: list[str]) -> dict:
+    """{name: {"hash", "height"}}: the tip each instance of ``node`` must get back to."""
+    out = {}
+    for name in names:
+        tip = fleet_tip(snapshots, node, name)
+        out[name] = {"hash": tip["hash"], "height": tip["height"]}
+    return out
+
+
+def witness_candidates(snapshot: dict, others: dict, fault: str | None = None) -> list[str]:
+    """Instances of one node that can show the chain rule: regtest (they can mine), a real
+    daemon, at least one peer connection, and a chain shared with an instance of another node.
+    For onion faults the instance must have an onion service."""
+    out = []
+    for name, inst in snapshot.get("instances", {}).items():
+        if inst.get("chain") != "regtest" or not is_native(inst) or not inst.get("connections"):
+            continue
+        if fault in ONION_FAULTS and not inst.get("onion"):
+            continue
+        out.append(name)
+    return out
+
+
+def pick_targets(cell: dict, settled: dict) -> dict:
+    """The instances the fault targets (``names``) and the instance that shows the chain rule
+    (``witness``); ``error`` when the node has no instance that can show it (the cell must fail
+    loudly, not pass vacuously)."""
+    node, target = cell["node"], cell["target"]
+    snap = settled.get(node) or {}
+    every = list(snap.get("instances", {}))
+    if target == "tor":
+        return {"names": [], "witness": None, "error": ""}
+    fault = cell.get("fault") if target == "instance" else None
+    candidates = witness_candidates(snap, settled, fault)
+    instance = cell.get("instance", "auto")
+    if instance != "auto":
+        if instance not in every:
+            return {"names": [], "witness": None, "error": f"{node} has no instance {instance!r} (has {every})"}
+        witness = instance
+    elif candidates:
+        witness = candidates[0]
+    else:
+        seen = {
+            name: {
+                "chain": inst.get("chain"),
+                "daemon": "native" if is_native(inst) else "standin",
+                "connections": inst.get("connections"),
+                "onion": bool(inst.get("onion")),
+            }
+            for name, inst in snap.get("instances", {}).items()
+        }
+        return {
+            "names": [],
+            "witness": None,
+            "error": (
+                f"{node} has no instance that can show the chain rule (a real-Core regtest instance with a peer"
+                + (" and an onion service" if fault in ONION_FAULTS else "")
+                + f"; enable bitcoind_fleet_peering): {json.dumps(seen, sort_keys=True)}"
+            ),
+        }
+    names = [witness] if target == "instance" else every
+    return {"names": names, "witness": witness, "error": ""}
+
+
+def sync_state(snapshots: dict, node: str, witness: str) -> dict:
+    """Has every instance sharing the witness's chain its tip, and does one on another node?"""
+    inst = snapshots.get(node, {}).get("instances", {}).get(witness, {})
+    tip = inst.get("bestblockhash")
+    group = same_chain(snapshots, node, witness)
+    holders = [f"{n}/{nm}" for n, nm in group if snapshots[n]["instances"][nm].get("bestblockhash") == tip]
+    lagging = {
+        f"{n}/{nm}": snapshots[n]["instances"][nm].get("blocks")
+        for n, nm in group
+        if snapshots[n]["instances"][nm].get("bestblockhash") != tip
+    }
+    elsewhere = [h for h in holders if not h.startswith(node + "/")]
+    return {
+        "tip": {"height": inst.get("blocks"), "hash": tip},
+        "holders": holders,
+        "lagging": lagging,
+        "synced": bool(tip) and bool(elsewhere) and not lagging,
+        "connections": inst.get("connections"),
+    }
+
+
+def wait_synced(spec: dict) -> dict:
+    """Snapshot the fleet until the block just mined on the witness reached its peers (bounded)."""
+    started = time.monotonic()
+    timeout = float(spec.get("sync_timeout", 30))
+    state: dict = {}
+    while True:
+        snaps = probe_nodes({"nodes": spec["nodes"], "args": ["snapshot"], "timeout": 60})
+        if not snaps["failed"]:
+            state = sync_state(snaps["results"], spec["node"], spec["witness"])
+            if state["synced"]:
+                break
+        else:
+            state = {"synced": False, "probe_failed": snaps["failed"]}
+        if time.monotonic() - started >= timeout:
+            break
+        time.sleep(0.2)
+    state["waited_ms"] = int((time.monotonic() - started) * 1000)
+    return state
+
+
+def check_chain(cell: dict, attempt: dict) -> list[dict]:
+    """The chain-data rule (docs/chaos.md): nothing is lost fleet-wide. Before the fault the
+    witness's newest block is held by a peer on another node; after a clean stop every affected
+    instance kept its height; after a kill it may come back lower but must regain the fleet's
+    tip of its chain within ``tip_budget_ms`` of answering RPC again."""
+    before = attempt["before"]
+    node = cell["node"]
+    affected = affected_instances(cell, before)
+    if not affected:
+        return []
+    checks = []
+    witness = cell.get("witness")
+    if witness:
+        w = before[node]["instances"].get(witness, {})
+        tip = fleet_tip(before, node, witness)
+        outside = [h for h in tip["held_by"] if tuple(h.split("/", 1)) not in affected]
+        ok = is_native(w) and bool(w.get("connections")) and w.get("bestblockhash") == tip["hash"] and bool(outside)
+        checks.append(
+            _check(
+                "chain_target_peered",
+                ok,
+                {
+                    "witness": f"{node}/{witness}",
+                    "native": is_native(w),
+                    "connections": w.get("connections"),
+                    "tip": {"height": tip["height"], "hash": tip["hash"]},
+                    "held_by": tip["held_by"],
+                },
+            )
+        )
+    else:
+        checks.append(_check("chain_target_peered", False, "no instance to show the chain rule"))
+    rule = chain_rule(cell)
+    budget = int(cell.get("tip_budget_ms") or DEFAULT_TIP_BUDGET_MS)
+    seen = (attempt.get("wait") or {}).get("chain") or {}
+    detail, bad, lost = {}, {}, {}
+    for n, name in sorted(affected):
+        tip = fleet_tip(before, n, name)
+        got = seen.get(name) or {}
+        height_before = before[n]["instances"][name].get("blocks")
+        entry = {
+            "before": height_before,
+            "after_restart": got.get("min_height"),
+            "tip": tip["height"],
+            "tip_after_rpc_ms": got.get("tip_after_rpc_ms"),
+        }
+        detail[name] = entry
+        if not got or (got.get("fleet_tip") or {}).get("hash") != tip["hash"]:
+            bad[name] = {**entry, "why": "the wait did not look for the fleet tip"}
+        elif got.get("tip_ms") is None:
+            bad[name] = {**entry, "why": "fleet tip not regained", "last_seen": got.get("last_seen")}
+        elif got.get("tip_after_rpc_ms") is None or got["tip_after_rpc_ms"] > budget:
+            bad[name] = {**entry, "why": "fleet tip regained over budget"}
+        if rule == "kept" and (
+            height_before is None or got.get("min_height") is None or got["min_height"] < height_before
+        ):
+            lost[name] = entry
+    checks.append(_check("fleet_tip_regained_within_budget", not bad, bad or detail, budget))
+    if rule == "kept":
+        checks.append(_check("clean_stop_kept_height", not lost, lost or detail))
+    return checks
+
+
+def chain_summary(cell: dict, attempts: list[dict]) -> dict | None:
+    """Per attempt, the witness's height before, after the restart and the time to its tip."""
+    witness = cell.get("witness")
+    if not witness:
+        return None
+    rows = []
+    for att in attempts:
+        got = ((att.get("wait") or {}).get("chain") or {}).get(witness) or {}
+        before = (att.get("before") or {}).get(cell["node"], {}).get("instances", {}).get(witness, {})
+        rows.append(
+            {
+                "before": before.get("blocks"),
+                "after_restart": got.get("min_height"),
+                "tip_after_rpc_ms": got.get("tip_after_rpc_ms"),
+            }
+        )
+    return {"witness": witness, "rule": chain_rule(cell), "attempts": rows}
 
 
 # ---------------------------------------------------------------------------- judging
@@ -359,6 +609,7 @@ def evaluate(raw: dict) -> dict:
             per += check_fault_applied(cell, attempt)
             per += check_recovery(cell, attempt)
             per += check_nothing_lost(attempt["before"], attempt["after"])
+            per += check_chain(cell, attempt)
             per += check_processes(attempt["after"])
             per += check_blast_radius(cell, attempt["before"], attempt["after"])
         else:
@@ -405,6 +656,9 @@ def evaluate(raw: dict) -> dict:
         "recovery": cell["recovery"],
         "node": cell["node"],
         "instances": cell["names"],
+        "witness": cell.get("witness"),
+        "chain_rule": chain_rule(cell),
+        "chain": chain_summary(cell, attempts),
         "repeat": repeat,
         "outcome": outcome,
         "time_to_recovery_ms": samples[0] if repeat == 1 and samples else ttr if repeat > 1 else None,
@@ -423,17 +677,34 @@ def format_ttr(value) -> str:
     return f"{value} ms"
 
 
+def format_chain(chain: dict | None) -> str:
+    """``kept 12→12`` / ``tip 12→11→12 (+640 ms)``; for repeated cells how often the height
+    came back lower and the slowest time to the tip."""
+    if not chain or not chain.get("attempts"):
+        return "-"
+    rows = chain["attempts"]
+    if len(rows) == 1:
+        r = rows[0]
+        tip = f" (+{r['tip_after_rpc_ms']} ms)" if r.get("tip_after_rpc_ms") is not None else " (tip not regained)"
+        return f"{chain['rule']} {r['before']}→{r['after_restart']}→tip{tip}"
+    lower = sum(1 for r in rows if r.get("after_restart") is not None and r["after_restart"] < (r["before"] or 0))
+    times = [r["tip_after_rpc_ms"] for r in rows if r.get("tip_after_rpc_ms") is not None]
+    slowest = f"+{max(times)} ms" if len(times) == len(rows) else f"{len(rows) - len(times)} not regained"
+    return f"{chain['rule']}: lower after restart {lower}/{len(rows)}, tip back (max {slowest})"
+
+
 def render_table(results: list[dict]) -> str:
     lines = [
-        "| cell | target | fault | timing | recovery | outcome | time to recovery | checked |",
-        "|---|---|---|---|---|---|---|---|",
+        "| cell | target | fault | timing | recovery | outcome | time to recovery"
+        " | chain (height before→after restart→tip) | checked |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         names = sorted({re.sub(r"^#\d+ ", "", c["name"]) for c in res["checks"]})
         failed = sorted({re.sub(r"^#\d+ ", "", c["name"]) for c in res["checks"] if not c["ok"]})
         checked = ", ".join(names) + (" — **failed: {}**".format(", ".join(failed)) if failed else "")
         lines.append(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 res["cell"],
                 res["target"],
                 res["fault"],
@@ -441,6 +712,7 @@ def render_table(results: list[dict]) -> str:
                 res["recovery"],
                 "**{}**".format(res["outcome"]) if res["outcome"] != "pass" else res["outcome"],
                 format_ttr(res.get("time_to_recovery_ms")),
+                format_chain(res.get("chain")),
                 checked,
             )
         )
@@ -475,7 +747,9 @@ def load_results(out_dir: str, ids: list[str] | None) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["select", "probe", "playbook", "evaluate", "report", "now"])
+    parser.add_argument(
+        "command", choices=["select", "probe", "playbook", "evaluate", "report", "now", "targets", "tips", "sync"]
+    )
     parser.add_argument("--matrix")
     parser.add_argument("--set", default="ci")
     parser.add_argument("--cells", default="")
@@ -501,6 +775,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "probe":
         json.dump(probe_nodes(json.load(sys.stdin)), sys.stdout)
+        return 0
+    if args.command == "targets":  # stdin: {"cell", "settled"}
+        data = json.load(sys.stdin)
+        json.dump(pick_targets(data["cell"], data["settled"]), sys.stdout)
+        return 0
+    if args.command == "tips":  # stdin: {"snapshots", "node", "names"}
+        data = json.load(sys.stdin)
+        json.dump(tips_for(data["snapshots"], data["node"], data["names"]), sys.stdout)
+        return 0
+    if args.command == "sync":  # stdin: {"nodes", "node", "witness", "sync_timeout"}
+        json.dump(wait_synced(json.load(sys.stdin)), sys.stdout)
         return 0
     if args.command == "playbook":
         json.dump(run_playbook(rest, args.log, args.timeout), sys.stdout)

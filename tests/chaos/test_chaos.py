@@ -179,7 +179,7 @@ def test_percentile_nearest_rank(values, pct, expected):
 
 
 # ---------------------------------------------------------------------------- the judge
-def _inst(pid, started, onion, blocks=5):
+def _inst(pid, started, onion, blocks=5, kind="native", chain="regtest", chain_id="h1", connections=1):
     return {
         "program_pid": pid,
         "program_state": "RUNNING",
@@ -188,8 +188,12 @@ def _inst(pid, started, onion, blocks=5):
         "onion": onion,
         "rpcauth": ["demo:aa$bb"],
         "blocks": blocks,
+        "bestblockhash": f"{chain_id}-tip{blocks}",
+        "chain_id": chain_id,
+        "chain": chain,
+        "connections": connections,
         "rpc_ok": True,
-        "daemons": [{"pid": pid, "ppid": 100, "state": "S"}],
+        "daemons": [{"pid": pid, "ppid": 100, "state": "S", "kind": kind}],
     }
 
 
@@ -201,11 +205,30 @@ def _node(pids, started=1000, sv=100, tor=200):
     }
 
 
+def _fleet():
+    """n1/a: real Core on regtest, peered with n2/c (same chain, same tip); n1/b: a stand-in
+    (its chain is its own: stand-ins exchange no blocks)."""
+    fleet = {"n1": _node({"a": 11, "b": 12}), "n2": _node({"c": 21})}
+    fleet["n1"]["instances"]["b"] = _inst(12, 1000, "b.onion", blocks=40, kind="standin", connections=0)
+    return fleet
+
+
+def _chain_seen(before_height=5, after_restart=5, tip_after_rpc_ms=300, fleet_tip_hash="h1-tip5"):
+    return {
+        "fleet_tip": {"hash": fleet_tip_hash, "height": 5},
+        "height_after_restart": after_restart,
+        "min_height": after_restart,
+        "tip_ms": None if tip_after_rpc_ms is None else 1800 + tip_after_rpc_ms,
+        "tip_after_rpc_ms": tip_after_rpc_ms,
+        "last_seen": {"height": 5, "hash": "h1-tip5"},
+    }
+
+
 def _passing_raw():
-    before = {"n1": _node({"a": 11, "b": 12}), "n2": _node({"c": 21})}
+    before = _fleet()
     after = copy.deepcopy(before)
     after["n1"]["instances"]["a"].update({"program_pid": 31, "started_ms": 9000})
-    after["n1"]["instances"]["a"]["daemons"] = [{"pid": 31, "ppid": 100, "state": "S"}]
+    after["n1"]["instances"]["a"]["daemons"] = [{"pid": 31, "ppid": 100, "state": "S", "kind": "native"}]
     return {
         "cell": {
             "id": "instance-sigkill-steady",
@@ -215,15 +238,23 @@ def _passing_raw():
             "recovery": "supervision",
             "node": "n1",
             "names": ["a"],
+            "witness": "a",
             "repeat": 1,
             "budget_ms": 5000,
+            "tip_budget_ms": 10000,
         },
         "attempts": [
             {
                 "before": before,
                 "after": after,
                 "injected": {"t0_ms": 1, "detail": {"pids": {"a": 11}}},
-                "wait": {"recovered": True, "ttr_ms": {"a": 1800}, "max_ttr_ms": 1800},
+                "wait": {
+                    "recovered": True,
+                    "ttr_ms": {"a": 1800},
+                    "max_ttr_ms": 1800,
+                    "chain": {"a": _chain_seen()},
+                    "tip_regained": True,
+                },
                 "heal": None,
                 "converges": [],
             }
@@ -278,7 +309,9 @@ def _bystander(raw):
 
 def _not_killed(raw):
     raw["attempts"][0]["after"]["n1"]["instances"]["a"]["program_pid"] = 11
-    raw["attempts"][0]["after"]["n1"]["instances"]["a"]["daemons"] = [{"pid": 11, "ppid": 100, "state": "S"}]
+    raw["attempts"][0]["after"]["n1"]["instances"]["a"]["daemons"] = [
+        {"pid": 11, "ppid": 100, "state": "S", "kind": "native"}
+    ]
 
 
 def _slow(raw):
@@ -315,7 +348,7 @@ def _crashed_framework(raw):
         (_bystander, ["untargeted_instances_untouched"]),
         (_not_killed, ["target_daemon_replaced", "untargeted_instances_untouched"][:1]),
         (_slow, ["time_to_recovery_within_budget"]),
-        (_not_back, ["recovered", "time_to_recovery_within_budget"]),
+        (_not_back, ["recovered", "time_to_recovery_within_budget", "fleet_tip_regained_within_budget"]),
         (_converged, ["recovered_by_supervision_alone"]),
         (_not_idempotent, ["second_converge_changes_nothing"]),
         (_two_supervisords, ["one_daemon_per_datadir_no_orphans"]),
@@ -497,3 +530,223 @@ def test_probe_accepts_comma_separated_what(what, ok, monkeypatch, capsys):
     else:
         with pytest.raises(SystemExit):
             probe.main(["cleanup", "--what", what])
+
+
+# ---------------------------------------------------------------------------- the chain-data rule
+def _chain_check(result, name):
+    return next(c for c in result["checks"] if c["name"] == name)
+
+
+def test_sigkill_may_come_back_lower_when_the_tip_is_regained():
+    raw = _passing_raw()
+    raw["attempts"][0]["wait"]["chain"]["a"] = _chain_seen(after_restart=4, tip_after_rpc_ms=700)
+    result = chaos.evaluate(raw)
+    assert result["outcome"] == "pass", _failed(result)
+    assert result["chain_rule"] == "tip"
+    assert result["chain"]["attempts"] == [{"before": 5, "after_restart": 4, "tip_after_rpc_ms": 700}]
+    assert "clean_stop_kept_height" not in {c["name"] for c in result["checks"]}
+    assert chaos.format_chain(result["chain"]) == "tip 5→4→tip (+700 ms)"
+
+
+def test_sigkill_fails_when_the_tip_is_not_regained():
+    raw = _passing_raw()
+    raw["attempts"][0]["wait"]["chain"]["a"] = _chain_seen(after_restart=4, tip_after_rpc_ms=None)
+    raw["attempts"][0]["after"]["n1"]["instances"]["a"]["blocks"] = 4
+    result = chaos.evaluate(raw)
+    assert _failed(result) == ["chain_height_unchanged", "fleet_tip_regained_within_budget"]
+    assert _chain_check(result, "fleet_tip_regained_within_budget")["value"]["a"]["why"] == "fleet tip not regained"
+    assert "tip not regained" in chaos.format_chain(result["chain"])
+
+
+def test_tip_regained_over_budget_fails():
+    raw = _passing_raw()
+    raw["cell"]["tip_budget_ms"] = 500
+    raw["attempts"][0]["wait"]["chain"]["a"] = _chain_seen(after_restart=4, tip_after_rpc_ms=700)
+    assert _failed(chaos.evaluate(raw)) == ["fleet_tip_regained_within_budget"]
+
+
+def test_wait_that_looked_for_another_tip_fails():
+    raw = _passing_raw()
+    raw["attempts"][0]["wait"]["chain"]["a"] = _chain_seen(fleet_tip_hash="somewhere-else")
+    assert _failed(chaos.evaluate(raw)) == ["fleet_tip_regained_within_budget"]
+
+
+def test_sigterm_must_keep_the_height_even_if_the_tip_comes_back():
+    raw = _passing_raw()
+    raw["cell"].update({"id": "instance-sigterm-steady", "fault": "sigterm"})
+    assert chaos.evaluate(raw)["outcome"] == "pass"
+    raw["attempts"][0]["wait"]["chain"]["a"] = _chain_seen(after_restart=4, tip_after_rpc_ms=300)
+    result = chaos.evaluate(raw)
+    assert result["chain_rule"] == "kept"
+    assert _failed(result) == ["clean_stop_kept_height"]
+
+
+@pytest.mark.parametrize(
+    "fault, target, rule",
+    [
+        ("sigkill", "instance", "tip"),
+        ("sigstop", "all", "tip"),
+        ("crashloop", "instance", "tip"),
+        ("stale_lock", "instance", "tip"),
+        ("restart", "node", "tip"),
+        ("sigkill", "supervisord", "tip"),
+        ("sigterm", "instance", "kept"),
+        ("sigterm", "supervisord", "kept"),
+        ("rpcauth_edit", "instance", "kept"),
+        ("port_taken", "instance", "kept"),
+    ],
+)
+def test_chain_rule_by_fault(fault, target, rule):
+    assert chaos.chain_rule({"fault": fault, "target": target}) == rule
+    assert chaos.chain_rule({"fault": fault, "target": target, "chain_rule": "kept"}) == "kept"
+
+
+def _unpeered(raw):
+    raw["attempts"][0]["before"]["n1"]["instances"]["a"]["connections"] = 0
+
+
+def _tip_only_on_the_target(raw):
+    raw["attempts"][0]["before"]["n2"]["instances"]["c"].update({"blocks": 4, "bestblockhash": "h1-tip4"})
+    raw["attempts"][0]["after"]["n2"]["instances"]["c"].update({"blocks": 4, "bestblockhash": "h1-tip4"})
+
+
+def _standin_target(raw):
+    raw["attempts"][0]["before"]["n1"]["instances"]["a"]["daemons"][0]["kind"] = "standin"
+    raw["attempts"][0]["wait"]["chain"]["a"]["fleet_tip"]["hash"] = "h1-tip5"
+
+
+def _no_witness(raw):
+    raw["cell"]["witness"] = None
+
+
+@pytest.mark.parametrize("mutate", [_unpeered, _tip_only_on_the_target, _standin_target, _no_witness])
+def test_a_cell_that_cannot_show_the_chain_rule_fails(mutate):
+    raw = _passing_raw()
+    mutate(raw)
+    assert "chain_target_peered" in _failed(chaos.evaluate(raw))
+
+
+def test_whole_node_cells_check_every_instance_against_its_own_chain():
+    raw = _passing_raw()
+    raw["cell"].update({"id": "all-sigkill-steady", "target": "all", "names": ["a", "b"]})
+    att = raw["attempts"][0]
+    att["after"]["n1"]["instances"]["b"].update({"program_pid": 32, "started_ms": 9000})
+    att["after"]["n1"]["instances"]["b"]["daemons"] = [{"pid": 32, "ppid": 100, "state": "S", "kind": "standin"}]
+    # the stand-in's tip is its own (height 40, its own hash); it was not looked for: fail
+    assert _failed(chaos.evaluate(raw)) == ["fleet_tip_regained_within_budget"]
+    assert chaos.tips_for(att["before"], "n1", ["a", "b"]) == {
+        "a": {"hash": "h1-tip5", "height": 5},
+        "b": {"hash": "h1-tip40", "height": 40},
+    }
+    att["wait"]["chain"]["b"] = dict(_chain_seen(after_restart=40), fleet_tip={"hash": "h1-tip40", "height": 40})
+    assert chaos.evaluate(raw)["outcome"] == "pass", _failed(chaos.evaluate(raw))
+
+
+def test_fleet_tip_is_the_highest_block_of_the_same_chain_only():
+    fleet = _fleet()
+    # n2/c is ahead on the same chain: the tip a must reach is c's
+    fleet["n2"]["instances"]["c"].update({"blocks": 7, "bestblockhash": "h1-tip7"})
+    # a stand-in and a real daemon of another chain are higher still, and do not count
+    fleet["n2"]["instances"]["d"] = _inst(22, 1000, None, blocks=90, kind="standin")
+    fleet["n2"]["instances"]["e"] = _inst(23, 1000, None, blocks=80, chain_id="other")
+    fleet["n2"]["instances"]["f"] = _inst(24, 1000, None, blocks=95, chain="signet")
+    tip = chaos.fleet_tip(fleet, "n1", "a")
+    assert (tip["height"], tip["hash"], tip["held_by"]) == (7, "h1-tip7", ["n2/c"])
+    assert tip["group"] == ["n1/a", "n2/c"]
+    assert chaos.fleet_tip(fleet, "n1", "b")["group"] == ["n1/b"]
+
+
+def _settled(**over):
+    fleet = _fleet()
+    for key, value in over.items():
+        fleet["n1"]["instances"]["a"][key] = value
+    return fleet
+
+
+@pytest.mark.parametrize(
+    "cell, settled, names, witness, error",
+    [
+        ({"target": "instance", "fault": "sigkill"}, _settled(), ["a"], "a", ""),
+        ({"target": "all", "fault": "sigkill"}, _settled(), ["a", "b"], "a", ""),
+        ({"target": "node", "fault": "restart"}, _settled(), ["a", "b"], "a", ""),
+        ({"target": "tor", "fault": "sigkill"}, _settled(connections=0), [], None, ""),
+        ({"target": "instance", "fault": "sigkill"}, _settled(connections=0), [], None, "no instance that can show"),
+        ({"target": "instance", "fault": "sigkill"}, _settled(chain="signet"), [], None, "real-Core regtest"),
+        ({"target": "instance", "fault": "onion_dir_deleted"}, _settled(onion=None), [], None, "onion service"),
+        ({"target": "instance", "fault": "rpcauth_edit"}, _settled(onion=None), ["a"], "a", ""),
+        ({"target": "instance", "fault": "sigkill", "instance": "b"}, _settled(), ["b"], "b", ""),
+        ({"target": "instance", "fault": "sigkill", "instance": "zz"}, _settled(), [], None, "no instance 'zz'"),
+    ],
+)
+def test_pick_targets(cell, settled, names, witness, error):
+    got = chaos.pick_targets({"node": "n1", "instance": "auto", **cell}, settled)
+    assert (got["names"], got["witness"]) == (names, witness)
+    assert (error in got["error"]) if error else got["error"] == ""
+
+
+def test_sync_state_waits_for_a_peer_on_another_node():
+    fleet = _fleet()
+    assert chaos.sync_state(fleet, "n1", "a")["synced"]
+    fleet["n1"]["instances"]["a"].update({"blocks": 6, "bestblockhash": "h1-tip6"})  # just mined
+    state = chaos.sync_state(fleet, "n1", "a")
+    assert not state["synced"] and state["lagging"] == {"n2/c": 5}
+    fleet["n2"]["instances"]["c"]["chain_id"] = "reorged-away"  # no peer on the chain at all
+    assert chaos.sync_state(fleet, "n1", "a") == {
+        "tip": {"height": 6, "hash": "h1-tip6"},
+        "holders": ["n1/a"],
+        "lagging": {},
+        "synced": False,
+        "connections": 1,
+    }
+
+
+def test_format_chain_for_repeated_cells():
+    chain = {
+        "rule": "tip",
+        "attempts": [
+            {"before": 5, "after_restart": 4, "tip_after_rpc_ms": 300},
+            {"before": 6, "after_restart": 6, "tip_after_rpc_ms": 20},
+        ],
+    }
+    assert chaos.format_chain(chain) == "tip: lower after restart 1/2, tip back (max +300 ms)"
+    chain["attempts"][1]["tip_after_rpc_ms"] = None
+    assert chaos.format_chain(chain) == "tip: lower after restart 1/2, tip back (max 1 not regained)"
+    assert chaos.format_chain(None) == "-"
+
+
+# ---------------------------------------------------------------------------- the probe's tip wait
+class _FakeInstance:
+    """Answers getblockcount / getbestblockhash from a script of (height, hash) per poll."""
+
+    def __init__(self, name, script):
+        self.name, self.datadir, self._script = name, f"/d/{name}", list(script)
+        self.current = None
+
+    def refresh(self):
+        pass
+
+    def rpc(self, method, params=None, timeout=1.0):
+        if method == "getblockcount":
+            self.current = self._script.pop(0) if len(self._script) > 1 else self._script[0]
+            if self.current is None:
+                return False, {"error": "ConnectionRefusedError"}
+            return True, self.current[0]
+        return True, self.current[1]
+
+
+def test_probe_waits_for_the_fleet_tip_and_records_the_lower_height(monkeypatch):
+    monkeypatch.setattr(probe, "POLL_S", 0.001)
+    inst = _FakeInstance("a", [None, None, (4, "tip4"), (4, "tip4"), (5, "tip5")])
+    out = probe.wait_rpc([inst], probe.now_ms(), 5.0, tips={"a": {"hash": "tip5", "height": 5}}, tip_timeout=5.0)
+    assert out["recovered"] and out["tip_regained"]
+    chain = out["chain"]["a"]
+    assert (chain["height_after_restart"], chain["min_height"]) == (4, 4)
+    assert chain["tip_ms"] >= out["ttr_ms"]["a"] and chain["tip_after_rpc_ms"] >= 0
+
+
+def test_probe_tip_wait_is_bounded(monkeypatch):
+    monkeypatch.setattr(probe, "POLL_S", 0.001)
+    inst = _FakeInstance("a", [(3, "tip3")])
+    out = probe.wait_rpc([inst], probe.now_ms(), 5.0, tips={"a": {"hash": "tip5", "height": 5}}, tip_timeout=0.05)
+    assert out["recovered"] and not out["tip_regained"]
+    assert out["chain"]["a"]["tip_ms"] is None and out["chain"]["a"]["last_seen"] == {"height": 3, "hash": "tip3"}

@@ -113,6 +113,12 @@ def is_bitcoind(argv: list[str]) -> bool:
     return "bitcoind" in names
 
 
+def daemon_kind(argv: list[str]) -> str:
+    """``native`` (a bitcoind binary: real Core/Knots) or ``standin`` (the Python stand-in,
+    which keeps every block and exchanges none with peers)."""
+    return "native" if argv and os.path.basename(argv[0]) == "bitcoind" else "standin"
+
+
 def daemons_by_datadir(table: list[dict]) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
     for proc in table:
@@ -120,9 +126,9 @@ def daemons_by_datadir(table: list[dict]) -> dict[str, list[dict]]:
             continue
         for arg in proc["argv"]:
             if arg.startswith("-datadir="):
-                found.setdefault(os.path.normpath(arg[len("-datadir=") :]), []).append(
-                    {"pid": proc["pid"], "ppid": proc["ppid"], "state": proc["state"]}
-                )
+                entry = {"pid": proc["pid"], "ppid": proc["ppid"], "state": proc["state"]}
+                entry["kind"] = daemon_kind(proc["argv"])
+                found.setdefault(os.path.normpath(arg[len("-datadir=") :]), []).append(entry)
     return found
 
 
@@ -300,6 +306,7 @@ def snapshot(instances: list[Instance], rpc_timeout: float = 2.0) -> dict:
         info = (sv or {}).get(inst.program) or {}
         ok, result = inst.rpc("uptime", timeout=rpc_timeout)
         blocks_ok, blocks = inst.rpc("getblockcount", timeout=rpc_timeout) if ok else (False, None)
+        chain = chain_state(inst, blocks, rpc_timeout) if blocks_ok else {}
         out["instances"][inst.name] = {
             "program_state": info.get("statename"),
             "program_pid": info.get("pid"),
@@ -316,7 +323,29 @@ def snapshot(instances: list[Instance], rpc_timeout: float = 2.0) -> dict:
             "rpcauth": inst.conf.get("rpcauth") if inst.conf_text else None,
             "conf_sha256": hashlib.sha256(inst.conf_text.encode()).hexdigest() if inst.conf_text else None,
             "daemons": by_dir.get(inst.datadir, []),
+            "bestblockhash": chain.get("best"),
+            "chain_id": chain.get("chain_id"),
+            "connections": chain.get("connections"),
+            "peers": chain.get("peers"),
         }
+    return out
+
+
+def chain_state(inst: Instance, blocks: int, rpc_timeout: float = 2.0) -> dict:
+    """The instance's tip (best block hash), its chain's identity (the hash of block 1, or of
+    the genesis block at height 0: two daemons that exchanged blocks share it, two chains
+    mined apart do not) and its peer connections (address, direction, user agent)."""
+    out: dict = {}
+    ok, best = inst.rpc("getbestblockhash", timeout=rpc_timeout)
+    out["best"] = best if ok else None
+    ok, ident = inst.rpc("getblockhash", [1 if blocks and blocks >= 1 else 0], timeout=rpc_timeout)
+    out["chain_id"] = ident if ok else None
+    ok, peers = inst.rpc("getpeerinfo", timeout=rpc_timeout)
+    if ok and isinstance(peers, list):
+        out["connections"] = len(peers)
+        out["peers"] = [
+            {"addr": p.get("addr"), "inbound": p.get("inbound"), "subver": p.get("subver")} for p in peers[:8]
+        ]
     return out
 
 
@@ -342,17 +371,39 @@ def is_fresh(inst: Instance, table: list[dict], old_pids: list[int] | None, t0_m
     return uptime_s is not None and uptime_s * 1000 <= now_ms() - t0_ms + 1000
 
 
-def wait_rpc(instances: list[Instance], t0_ms: int, timeout: float, replaced: dict | None = None) -> dict:
+def wait_rpc(
+    instances: list[Instance],
+    t0_ms: int,
+    timeout: float,
+    replaced: dict | None = None,
+    tips: dict | None = None,
+    tip_timeout: float = 60.0,
+) -> dict:
     """Poll every instance until it answers getblockcount (from a new daemon where ``replaced``
-    names one); time to recovery per instance, in ms from ``t0_ms``."""
+    names one); time to recovery per instance, in ms from ``t0_ms``.
+
+    ``tips`` ({name: {"hash", "height"}}: the fleet's tip of the instance's chain before the
+    fault): after an instance answers, keep polling it (at most ``tip_timeout`` s) until its
+    best block hash is that tip, and record the height it came back with (the lowest seen
+    from the new daemon: Core may lose blocks it had not flushed when it is killed, and then
+    fetches them from its peers)."""
     replaced = replaced or {}
+    tips = tips or {}
     pending = {i.name: i for i in instances}
     first_reply: dict[str, int] = {}
     recovered: dict[str, int] = {}
     last_error: dict[str, object] = {}
+    tip_pending: dict[str, Instance] = {}
+    tip_deadline: dict[str, float] = {}
+    height_after: dict[str, int] = {}
+    min_height: dict[str, int] = {}
+    tip_ms: dict[str, int] = {}
+    last_tip: dict[str, object] = {}
     deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
+    while (pending and time.monotonic() < deadline) or tip_pending:
         for name, inst in list(pending.items()):
+            if time.monotonic() >= deadline:
+                break
             inst.refresh()
             ok, result = inst.rpc("getblockcount", timeout=1.0)
             stamp = now_ms()
@@ -367,17 +418,48 @@ def wait_rpc(instances: list[Instance], t0_ms: int, timeout: float, replaced: di
             if ok:
                 recovered[name] = stamp - t0_ms
                 del pending[name]
+                height_after[name] = min_height[name] = result
+                if name in tips:
+                    tip_pending[name] = inst
+                    tip_deadline[name] = time.monotonic() + tip_timeout
             else:
                 last_error[name] = result
-        if pending:
+        for name, inst in list(tip_pending.items()):
+            ok, height = inst.rpc("getblockcount", timeout=1.0)
+            if ok:
+                min_height[name] = min(min_height[name], height)
+            ok_best, best = inst.rpc("getbestblockhash", timeout=1.0) if ok else (False, None)
+            stamp = now_ms()
+            last_tip[name] = {"height": height if ok else None, "hash": best if ok_best else None}
+            if ok_best and best == tips[name].get("hash"):
+                tip_ms[name] = stamp - t0_ms
+                del tip_pending[name]
+            elif time.monotonic() >= tip_deadline[name]:
+                del tip_pending[name]
+        if pending or tip_pending:
             time.sleep(POLL_S)
-    return {
+    out = {
         "recovered": not pending,
         "ttr_ms": recovered,
         "first_reply_ms": first_reply,
         "not_recovered": sorted(pending),
         "last_error": {k: v for k, v in last_error.items() if k in pending},
     }
+    if tips:
+        out["chain"] = {
+            name: {
+                "fleet_tip": tips[name],
+                "height_after_restart": height_after.get(name),
+                "min_height": min_height.get(name),
+                "tip_ms": tip_ms.get(name),
+                "tip_after_rpc_ms": tip_ms[name] - recovered[name] if name in tip_ms else None,
+                "last_seen": last_tip.get(name),
+            }
+            for name in tips
+            if name in {i.name for i in instances}
+        }
+        out["tip_regained"] = all(out["chain"][n]["tip_ms"] is not None for n in out["chain"])
+    return out
 
 
 def wait_tor(t0_ms: int, timeout: float, old_pids: list[int]) -> int | None:
@@ -640,10 +722,19 @@ def do_wait(args, instances: list[Instance], injected: dict | None) -> dict:
         if ms is not None:
             out["ttr_ms"]["tor"] = ms
     if "rpc" in parts:
-        rpc = wait_rpc(pick(instances, args.names), t0_ms, max(1.0, deadline - time.monotonic()), replaced)
+        tips = json.loads(args.tips_json) if args.tips_json else {}
+        rpc = wait_rpc(
+            pick(instances, args.names),
+            t0_ms,
+            max(1.0, deadline - time.monotonic()),
+            replaced,
+            tips=tips,
+            tip_timeout=args.tip_timeout,
+        )
         out["recovered"] &= rpc["recovered"]
         out["ttr_ms"].update(rpc["ttr_ms"])
         out.update({k: rpc[k] for k in ("first_reply_ms", "not_recovered", "last_error")})
+        out.update({k: rpc[k] for k in ("chain", "tip_regained") if k in rpc})
     out["max_ttr_ms"] = max(out["ttr_ms"].values()) if out["recovered"] and out["ttr_ms"] else None
     if "rpc" in parts and out["recovered"]:
         # RPC answers after the daemon's warm-up, supervisord says RUNNING only after startsecs:
@@ -691,6 +782,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fatal-timeout", type=float, default=120.0)
     parser.add_argument("--startup-delay", type=float, default=0.3)
     parser.add_argument("--blocks", type=int, default=1)
+    parser.add_argument("--tips-json", default="", help='{name: {"hash", "height"}}: the fleet tip to get back to')
+    parser.add_argument("--tip-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
 
     unknown = set(args.what.split(",")) - {"rpc", "tor", "supervisord"}
