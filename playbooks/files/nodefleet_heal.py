@@ -3,11 +3,24 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Helper of playbooks/heal.yml, run on the node by ansible.builtin.script (standard library only).
 
-    nodefleet_heal.py check-supervisord [--socket PATH] [--timeout S]
+    nodefleet_heal.py check-supervisord [--socket PATH] [--timeout S] [WATCH]
         {"state": "ok" | "hung" | "down", "error": ...}: "hung" = the socket accepts but
         supervisord does not answer XML-RPC within the timeout; "down" = nothing listens.
-    nodefleet_heal.py check-socks [--port 9050] [--timeout S]
+    nodefleet_heal.py check-socks [--port 9050] [--timeout S] [WATCH]
         {"state": "ok" | "hung" | "down"} for tor's SOCKS port (a SOCKS5 greeting).
+    nodefleet_heal.py check-rpc [--timeout S] [WATCH]  < {"targets": [{name, program, host,
+                                                          port, user, password}, ...]}
+        {"instances": [{"name", "program", "state", "method", ...}]}: each bitcoind is asked
+        RPC ``uptime`` (PROBE_METHOD), a call that takes none of Core's chain locks (no
+        cs_main): a node that is busy flushing its chainstate, which holds cs_main for
+        minutes during IBD and makes ``getblockchaininfo`` time out, still answers it at
+        once. Only an instance that answers nothing is hung. State: "ok" | "warming_up"
+        (RPC -28) | "auth_failed" | "error" (it answered) | "down" (refused) | "hung".
+        The credentials come on stdin (never on a command line, never printed).
+
+    WATCH = --window W --delay D --probes N: probe again and again, sleeping D seconds
+        between two probes, until the thing answers (or is down); "hung" only when it never
+        answered over at least W seconds and N probes. Without them: one probe.
     nodefleet_heal.py restart --program NAME [--stop-timeout S] [--start-timeout S]
         Restart one supervisord program whose state is unknown (hung): stopProcess (its
         stopsignal, SIGTERM for bitcoind), wait; with --stop-timeout 0 supervisord's own
@@ -15,20 +28,27 @@
         this helper asks supervisord to send SIGKILL (signalProcess) after S seconds. Then
         startProcess and wait for RUNNING. Prints the old and new pid and how it stopped.
 
-No secret is handled here: RPC checks are done by nodefleet.bitcoin.bitcoind_info.
+Secrets: only check-rpc handles RPC passwords, read from stdin; no output carries them.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import socket
 import sys
+import threading
 import time
 import xmlrpc.client
 
 STOPPED_STATES = ("STOPPED", "EXITED", "FATAL", "UNKNOWN")
+# The probe of a bitcoind: Core's `uptime` reads the clock and the start time and takes no
+# lock (src/rpc/server.cpp); `getrpcinfo` would take only the RPC server's own mutex. Never a
+# call that needs cs_main (getblockchaininfo, getblockcount, ...), which a flush holds.
+PROBE_METHOD = "uptime"
+RPC_IN_WARMUP = -28
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -85,6 +105,84 @@ def check_socks(port: int, timeout: float) -> dict:
     return {"state": "ok", "error": ""}
 
 
+def check_rpc(host: str, port: int, user: str, password: str, timeout: float) -> dict:
+    """One ``uptime`` call: {"state": ok|warming_up|auth_failed|error|down|hung, "error": ...}."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    body = json.dumps({"jsonrpc": "1.0", "id": "nodefleet-heal", "method": PROBE_METHOD, "params": []})
+    headers = {"Authorization": "Basic " + token, "Content-Type": "application/json", "User-Agent": "nodefleet-heal"}
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("POST", "/", body=body, headers=headers)
+        response = conn.getresponse()
+        status, data = response.status, response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return {"state": classify_error(exc), "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        conn.close()
+    if status in (401, 403):
+        return {"state": "auth_failed", "error": f"HTTP {status}: RPC credentials rejected"}
+    try:
+        answer = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        answer = None
+    if not isinstance(answer, dict):
+        return {"state": "error", "error": f"HTTP {status}: answer is not a JSON-RPC object"}
+    error = answer.get("error")
+    if error:
+        code = error.get("code") if isinstance(error, dict) else None
+        state = "warming_up" if code == RPC_IN_WARMUP else "error"
+        return {"state": state, "error": f"RPC error {code}"}
+    if status != 200:
+        return {"state": "error", "error": f"HTTP {status}"}
+    return {"state": "ok", "uptime": answer.get("result"), "error": ""}
+
+
+def watch(probe, window: float = 0.0, delay: float = 0.0, probes: int = 1, clock=time.monotonic, sleep=time.sleep):
+    """Probe until an answer, or until the hang has lasted ``window`` seconds over ``probes`` probes.
+
+    ``probe()`` returns a dict with a "state". Anything but "hung" (an answer, even a slow or an
+    unhappy one, or "down": nothing listens any more) ends the watch with that result: one slow
+    answer inside the window is proof of life. "hung" is returned only when every probe timed out,
+    at least ``probes`` were made and at least ``window`` seconds passed from the start of the first
+    to the end of the last. ``delay`` seconds are slept between two probes (really: never skipped).
+    ``clock`` and ``sleep`` are injectable so the decision is tested without waiting.
+    """
+    probes = max(int(probes), 1)
+    start = clock()
+    history = []
+    while True:
+        result = dict(probe())
+        history.append(result["state"])
+        hung_for = clock() - start
+        if result["state"] != "hung" or (len(history) >= probes and hung_for >= window):
+            break
+        sleep(delay)
+    result["probes"] = len(history)
+    result["history"] = history
+    result["watched_for"] = round(hung_for, 3)
+    return result
+
+
+def check_rpc_all(targets: list, timeout: float, watch_args: dict, clock=time.monotonic, sleep=time.sleep) -> list:
+    """Watch every target at the same time (one thread each); results in the targets' order."""
+    results: list = [None] * len(targets)
+
+    def work(index, target):
+        def probe():
+            return check_rpc(target["host"], int(target["port"]), target["user"], target["password"], timeout)
+
+        out = watch(probe, clock=clock, sleep=sleep, **watch_args)
+        out.update({"name": target["name"], "program": target.get("program"), "method": PROBE_METHOD})
+        results[index] = out
+
+    threads = [threading.Thread(target=work, args=(i, t), daemon=True) for i, t in enumerate(targets)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def _info(server, program: str) -> dict:
     return server.supervisor.getProcessInfo(program)
 
@@ -127,20 +225,63 @@ def restart(path: str, program: str, stop_timeout: float, start_timeout: float) 
     return result
 
 
-def main(argv=None) -> int:
+def _read_targets(stream) -> list:
+    """check-rpc's targets from stdin; a bad input is an error naming the field, never a traceback."""
+    try:
+        data = json.load(stream)
+    except ValueError as exc:
+        raise ValueError(f"stdin: not JSON ({exc.msg})") from None
+    targets = data.get("targets") if isinstance(data, dict) else None
+    if not isinstance(targets, list):
+        raise ValueError('stdin: expected {"targets": [...]}')
+    for index, target in enumerate(targets):
+        if not isinstance(target, dict):
+            raise ValueError(f"targets[{index}]: not an object")
+        for key, kind in (("name", str), ("host", str), ("port", int), ("user", str), ("password", str)):
+            if not isinstance(target.get(key), kind) or isinstance(target.get(key), bool):
+                raise ValueError(f"targets[{index}].{key}: missing or not a {kind.__name__}")
+    return targets
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is below 0")
+    return value
+
+
+def main(argv=None, stdin=None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["check-supervisord", "check-socks", "restart"])
+    parser.add_argument("command", choices=["check-supervisord", "check-socks", "check-rpc", "restart"])
     parser.add_argument("--socket", default="/var/run/supervisor.sock")
     parser.add_argument("--port", type=int, default=9050)
-    parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--timeout", type=_positive, default=10.0)
+    parser.add_argument("--window", type=_not_negative, default=0.0, help="seconds a hang must last")
+    parser.add_argument("--delay", type=_not_negative, default=0.0, help="seconds between two probes")
+    parser.add_argument("--probes", type=int, default=1, help="probes a hang must last")
     parser.add_argument("--program")
     parser.add_argument("--stop-timeout", type=float, default=0.0)
     parser.add_argument("--start-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
+    watch_args = {"window": args.window, "delay": args.delay, "probes": args.probes}
     if args.command == "check-supervisord":
-        out = check_supervisord(args.socket, args.timeout)
+        out = watch(lambda: check_supervisord(args.socket, args.timeout), **watch_args)
     elif args.command == "check-socks":
-        out = check_socks(args.port, args.timeout)
+        out = watch(lambda: check_socks(args.port, args.timeout), **watch_args)
+    elif args.command == "check-rpc":
+        try:
+            targets = _read_targets(stdin if stdin is not None else sys.stdin)
+        except ValueError as exc:
+            out = {"failed": True, "msg": str(exc)}
+        else:
+            out = {"instances": check_rpc_all(targets, args.timeout, watch_args), "method": PROBE_METHOD}
     else:
         try:
             out = restart(args.socket, args.program, args.stop_timeout, args.start_timeout)
