@@ -17,6 +17,7 @@ them.
     chaos_probe.py wait     --t0-ms T --what rpc|tor|supervisord --names a,b --timeout S [--old-pids ...]
     chaos_probe.py run      (inject, then wait: one call, so nothing sits between the fault and the first poll)
     chaos_probe.py cleanup  (ends foreign listeners this probe started; resumes processes it stopped)
+    chaos_probe.py killbench --names a --floor-program P --count N   (tests/bench/bench_recovery.py)
 """
 
 from __future__ import annotations
@@ -756,6 +757,89 @@ def _as_list(value) -> list[int]:
     return list(value) if isinstance(value, list) else [value]
 
 
+# ---------------------------------------------------------------------------- recovery bench
+def _settled_pid(program: str, ready, timeout: float = 90.0) -> int | None:
+    """The pid of ``program`` once supervisord reports it RUNNING and ``ready(pid)`` holds."""
+
+    def check():
+        info = (sv_all(2.0) or {}).get(program) or {}
+        pid = info.get("pid")
+        return pid if info.get("statename") == "RUNNING" and pid and ready(pid) else None
+
+    return wait_until(check, timeout, 0.1)
+
+
+def _kill_and_time(pid: int, back, timeout: float) -> dict:
+    """SIGKILL ``pid``; poll ``back()`` (no supervisord call: an XML-RPC request would wake its
+    main loop and make it restart sooner than it does on its own) until it returns a dict."""
+    t0 = now_ms()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    seen: dict = {}
+    while time.monotonic() < deadline:
+        got = back(t0, seen)
+        if got:
+            return got
+        time.sleep(POLL_S)
+    return {"timeout": True, **seen}
+
+
+def killbench(inst: Instance, floor_program: str, count: int, jitter: float, seed: int = 0) -> dict:
+    """SIGKILL ``inst`` and the floor program (a trivial program under the same supervisord,
+    with the same autorestart/startsecs) ``count`` times each, alternating; every kill lands at a
+    random instant (``jitter`` s) after the process was settled, so it hits every phase of
+    supervisord's loop. bitcoind: kill -> a new daemon serves the datadir (``spawn_ms``) -> it
+    answers RPC (``rpc_ms``). Floor: kill -> the program's new process exists (``spawn_ms``)."""
+    import random
+
+    rng = random.Random(seed or None)
+    samples: dict = {"bitcoind": [], "floor": []}
+    main_pid = systemd_main_pid("supervisor.service")
+
+    def floor_children() -> list[int]:
+        return [
+            p["pid"]
+            for p in proc_table()
+            if p["ppid"] == main_pid and p["argv"] and os.path.basename(p["argv"][0]) == "sleep"
+        ]
+
+    def rpc_up(pid) -> bool:
+        ok, _ = inst.rpc("getblockcount", timeout=1.0)
+        return ok
+
+    for round_no in range(count):
+        order = ["bitcoind", "floor"] if round_no % 2 == 0 else ["floor", "bitcoind"]
+        for subject in order:
+            if subject == "bitcoind":
+                pid = _settled_pid(inst.program, rpc_up)
+            else:
+                pid = _settled_pid(floor_program, lambda p: p in floor_children())
+            if not pid:
+                return {"error": f"{subject} did not settle (RUNNING) within 90 s", "samples": samples}
+            time.sleep(rng.uniform(0.0, jitter))
+            if subject == "bitcoind":
+
+                def back(t0, seen, old=pid):
+                    current = [d["pid"] for d in daemons_by_datadir(proc_table()).get(inst.datadir, [])]
+                    if current and old not in current:
+                        seen.setdefault("spawn_ms", now_ms() - t0)
+                    if "spawn_ms" in seen:
+                        ok, _ = inst.rpc("getblockcount", timeout=1.0)
+                        if ok:
+                            return {"spawn_ms": seen["spawn_ms"], "rpc_ms": now_ms() - t0}
+                    return None
+
+            else:
+
+                def back(t0, seen, old=pid):
+                    if [p for p in floor_children() if p != old]:
+                        return {"spawn_ms": now_ms() - t0}
+                    return None
+
+            samples[subject].append(_kill_and_time(pid, back, 60.0))
+    return {"samples": samples, "supervisord_pid": main_pid, "poll_s": POLL_S, "jitter_s": jitter}
+
+
 def mine(instances: list[Instance], blocks: int) -> dict:
     heights = {}
     for inst in instances:
@@ -771,7 +855,7 @@ def mine(instances: list[Instance], blocks: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["snapshot", "mine", "inject", "wait", "run", "cleanup"])
+    parser.add_argument("command", choices=["snapshot", "mine", "inject", "wait", "run", "cleanup", "killbench"])
     parser.add_argument("--names", default="")
     parser.add_argument("--target", default="instance", choices=["instance", "all", "tor", "supervisord"])
     parser.add_argument("--fault", default="sigkill")
@@ -784,6 +868,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=1)
     parser.add_argument("--tips-json", default="", help='{name: {"hash", "height"}}: the fleet tip to get back to')
     parser.add_argument("--tip-timeout", type=float, default=60.0)
+    parser.add_argument("--floor-program", default="nodefleet-bench-floor")
+    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--jitter", type=float, default=1.0)
     args = parser.parse_args(argv)
 
     unknown = set(args.what.split(",")) - {"rpc", "tor", "supervisord"}
@@ -801,6 +888,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "run":
         injected = inject(args, instances)
         out = {**injected, "wait": do_wait(args, instances, injected)}
+    elif args.command == "killbench":
+        targets = pick(instances, args.names)
+        if len(targets) != 1:
+            raise SystemExit("killbench needs exactly one instance in --names")
+        out = killbench(targets[0], args.floor_program, args.count, args.jitter)
     else:
         out = cleanup()
     json.dump(out, sys.stdout, sort_keys=True)
