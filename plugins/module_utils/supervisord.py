@@ -12,7 +12,13 @@ The renderer follows supervisor 4.2's own parser (``supervisor/options.py``):
 - the file is read by ``RawConfigParser`` with ``inline_comment_prefixes=(';', '#')``, so a
   value must not contain whitespace followed by ``;`` or ``#`` and must not hold newlines;
 - every value is then %-expanded (``%(program_name)s``, ``%(ENV_X)s``, ...), so a literal
-  ``%`` is written ``%%``;
+  ``%`` is written ``%%``: the renderer escapes every ``%`` (values are literal, what
+  supervisord reads back is what the user gave);
+- the file is read in text mode (universal newlines: ``\n``, ``\r\n`` and ``\r`` end a
+  line, nothing else), and every value is checked with ``common.check_line_value`` (no
+  control or line-break character of any parser, no leading/trailing whitespace);
+- ``command`` is split by ``shlex.split`` (POSIX mode) when the process is spawned; a
+  command given as a list is quoted with ``shlex.quote`` so every word reads back as given;
 - ``environment`` is split by ``supervisor.datatypes.dict_of_key_value_pairs``: a
   *non-POSIX* ``shlex`` (backslash is NOT an escape character; a quoted token keeps its
   quotes, which are then stripped with ``str.strip('\\'"')``). A value is therefore quoted
@@ -24,7 +30,9 @@ Only the Python standard library may be imported here: this code runs on the man
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import json
 import os
 import re
 import shlex
@@ -36,7 +44,9 @@ from urllib.parse import urlsplit
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     ValidationError,
     check_abs_path,
+    check_line_value,
     check_name,
+    unsafe_char,
 )
 
 # Process states (supervisor/states.py).
@@ -68,9 +78,14 @@ HEADER = "; Managed by nodefleet.bitcoin (supervisord_program); local edits are 
 
 STOP_SIGNALS = ("TERM", "HUP", "INT", "QUIT", "KILL", "USR1", "USR2")
 AUTORESTART_VALUES = ("true", "false", "unexpected")
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-BYTES_RE = re.compile(r"^[0-9]+(KB|MB|GB)?$")
-USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?$")
+# \Z, not $: "$" also matches before a trailing newline ("FOO\n", "50MB\n").
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+BYTES_RE = re.compile(r"^[0-9]+(KB|MB|GB)?\Z")
+USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?\Z")
+# What a text-mode file read (configparser, supervisord) ends a line at: nothing else.
+FILE_LINE_RE = re.compile(r"\r\n|\r|\n")
+# Shortest piece of a secret that is masked wherever it appears (see scrub).
+SECRET_PIECE = 8
 # RawConfigParser(inline_comment_prefixes=(';', '#')) cuts a value at whitespace + ';'/'#'.
 INLINE_COMMENT_RE = re.compile(r"\s[;#]")
 
@@ -110,52 +125,74 @@ class SupervisorError(Exception):
 # --------------------------------------------------------------------------- validation
 
 
-class _AnyExpansion(dict):
-    """Mapping used to check a value's %-expansion syntax without knowing supervisor's names."""
-
-    def __missing__(self, key):
-        return 0
-
-
 def check_value(option: str, value: str) -> str:
-    """Check a string that goes verbatim into a [program:x] value line."""
-    if "\n" in value or "\r" in value or "\x00" in value:
-        raise ValidationError(option, "must not contain newline or NUL characters")
-    if value != value.strip():
-        raise ValidationError(option, "must not start or end with whitespace")
+    """Check a string that goes into a [program:x] value line (literally: ``%`` is escaped on render).
+
+    Refuses what would not read back identically through supervisord's parser and the
+    collection's: control and line-break characters, leading/trailing whitespace
+    (``check_line_value``), and whitespace followed by ``;``/``#`` (an inline comment).
+    """
+    check_line_value(option, value)
     if INLINE_COMMENT_RE.search(value):
         raise ValidationError(
             option, "must not contain whitespace followed by ';' or '#' (supervisord reads it as a comment)"
         )
-    try:
-        value % _AnyExpansion()
-    except (ValueError, TypeError) as exc:
-        raise ValidationError(
-            option,
-            f"is not a valid supervisord expansion string ({exc}); write a literal '%' as '%%'",
-        ) from None
     return value
 
 
-def check_command(option: str, value: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(option, "must be a non-empty command line")
-    value = value.strip()
-    check_value(option, value)
+def escape_percent(value: str) -> str:
+    """A literal value for supervisord's %-expansion."""
+    return value.replace("%", "%%")
+
+
+def command_line(value) -> str:
+    """The command line for a ``command`` given as a string (verbatim) or a list of words (quoted)."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(shlex.quote(word) for word in value)
+    return value
+
+
+def check_command(option: str, value):
+    """A command as a string (a command line, split by supervisord with POSIX shlex) or a list of words.
+
+    Returns the normalised value: a string stays a string (stripped), a list stays a list of
+    strings; ``command_line()`` renders either.
+    """
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValidationError(option, "must be a non-empty list of words")
+        words = []
+        for index, word in enumerate(value):
+            if not isinstance(word, str) or not word:
+                raise ValidationError(f"{option}[{index}]", f"{word!r} is not a non-empty string")
+            bad = unsafe_char(word)
+            if bad is not None:
+                raise ValidationError(
+                    f"{option}[{index}]", f"must not contain the control or line-break character {bad!r}"
+                )
+            words.append(word)
+        line = command_line(words)
+        check_value(option, line)
+        result = words
+    else:
+        if not isinstance(value, str) or not value.strip():
+            raise ValidationError(option, "must be a non-empty command line (a string) or a list of words")
+        line = value.strip()
+        check_value(option, line)
+        result = line
     try:
-        words = shlex.split(value)
+        split = shlex.split(line)
     except ValueError as exc:
         raise ValidationError(option, f"cannot be split into words: {exc}") from None
-    if not words or not words[0].startswith("/"):
-        raise ValidationError(option, f"the first word must be an absolute path to the executable, got {value!r}")
-    return value
+    if not split or not split[0].startswith("/"):
+        raise ValidationError(option, f"the first word must be an absolute path to the executable, got {line!r}")
+    return result
 
 
 def quote_env_value(key: str, value: str) -> str:
     """Quote one environment value for supervisor's environment= parser, or raise."""
     option = f"environment.{key}"
-    if "\n" in value or "\r" in value or "\x00" in value:
-        raise ValidationError(option, "value must not contain newline or NUL characters")
+    check_line_value(option, value)  # its messages name the character, never the (secret) value
     if INLINE_COMMENT_RE.search(value):
         raise ValidationError(
             option, "value must not contain whitespace followed by ';' or '#' (supervisord reads it as a comment)"
@@ -235,7 +272,7 @@ def normalize_program(raw: dict, index: str | None = None) -> dict:
         prog["directory"] = check_value(opt("directory"), check_abs_path(opt("directory"), prog["directory"]))
     if prog.get("user") is not None:
         user = to_text(prog["user"])
-        if not USER_RE.match(user):
+        if not isinstance(prog["user"], str) or not USER_RE.match(user):
             raise ValidationError(opt("user"), f"{user!r} is not a valid user name")
         import pwd
 
@@ -299,12 +336,15 @@ def normalize_program(raw: dict, index: str | None = None) -> dict:
         value = prog.get(name)
         if value is None:
             continue
+        if not isinstance(value, str):
+            raise ValidationError(opt(name), f"{value!r} is not a string")
         if value.upper() in ("NONE", "AUTO"):
             prog[name] = value.upper()
         else:
             prog[name] = check_value(opt(name), check_abs_path(opt(name), value))
     if prog.get("stdout_logfile_maxbytes") is not None:
         value = to_text(prog["stdout_logfile_maxbytes"]).upper()
+        check_line_value(opt("stdout_logfile_maxbytes"), value)
         if not BYTES_RE.match(value):
             raise ValidationError(
                 opt("stdout_logfile_maxbytes"), f"{value!r} is not a byte size like 50MB, 1024KB or 0"
@@ -329,8 +369,13 @@ def render_program(prog: dict) -> str:
             text = "true" if value else "false"
         elif kind == "intlist":
             text = ",".join(str(code) for code in value)
+        elif name == "command":
+            text = escape_percent(command_line(value))
+        elif name in ("stdout_logfile", "stderr_logfile"):
+            # supervisord %-expands log file names twice (saneget, then with the process's expansions)
+            text = escape_percent(escape_percent(to_text(value)))
         else:
-            text = to_text(value)
+            text = escape_percent(to_text(value))
         lines.append(f"{name}={text}")
     return "\n".join(lines) + "\n"
 
@@ -341,10 +386,14 @@ def parse_program(text: str) -> dict:
     A minimal reader for the files this module writes (and hand-written ones of the same
     shape): enough to find a program's sections and its environment line. Values are raw,
     as written in the file (not %-expanded).
+
+    Lines end where a text-mode file read ends them (``\n``, ``\r\n``, ``\r``) and nowhere
+    else: ``str.splitlines`` would also split at ``\x0b \x0c \x1c-\x1e \x85 \u2028 \u2029``,
+    which supervisord keeps inside a value.
     """
     sections: dict = {}
     current = None
-    for line in text.splitlines():
+    for line in FILE_LINE_RE.split(text):
         stripped = line.strip()
         if not stripped or stripped[0] in ";#":
             continue
@@ -364,6 +413,84 @@ def parse_program(text: str) -> dict:
     return sections
 
 
+# Options supervisord only reads when the process is next spawned, stopped or exits (or at its own
+# start-up): a change limited to these need not restart a running program. supervisord still
+# keeps the loaded values in memory until the group is re-added (removeProcessGroup +
+# addProcessGroup, which restarts the process), so such a change is written and left
+# *pending* (see supervisord_program's reload_when).
+SOFT_OPTIONS = (
+    "priority",
+    "autostart",
+    "autorestart",
+    "startsecs",
+    "startretries",
+    "exitcodes",
+    "stopsignal",
+    "stopwaitsecs",
+    "stdout_logfile_maxbytes",
+    "stdout_logfile_backups",
+)
+# A comment the module writes into a program file whose settings supervisord has not loaded
+# yet: what is loaded (a digest of every other option, the raw values of SOFT_OPTIONS).
+LOADED_MARKER = "; nodefleet-loaded: "
+
+
+def program_options(text: str | None) -> dict | None:
+    """The raw options of the single ``[program:x]`` section of a file (None: no file or no section)."""
+    if text is None:
+        return None
+    sections = [opts for name, opts in parse_program(text).items() if name.startswith("program:")]
+    return dict(sections[0]) if len(sections) == 1 else None
+
+
+def hard_digest(options: dict) -> str:
+    """Digest of the options a change of which needs the group re-added (all but SOFT_OPTIONS)."""
+    hard = {k: v for k, v in sorted(options.items()) if k not in SOFT_OPTIONS}
+    return hashlib.sha256(json.dumps(hard, sort_keys=True).encode("utf-8")).hexdigest()[:32]
+
+
+def loaded_state(options: dict) -> dict:
+    """What supervisord has loaded, in the marker's form, for a file it has loaded as it is."""
+    return {"hard": hard_digest(options), "soft": {k: options[k] for k in SOFT_OPTIONS if k in options}}
+
+
+def read_marker(text: str | None) -> dict | None:
+    """The loaded state recorded in a program file by a deferred change, None when there is none."""
+    for line in FILE_LINE_RE.split(text or ""):
+        if line.startswith(LOADED_MARKER):
+            try:
+                data = json.loads(line[len(LOADED_MARKER) :])
+            except ValueError:
+                return None
+            if isinstance(data, dict) and isinstance(data.get("hard"), str) and isinstance(data.get("soft"), dict):
+                return data
+            return None
+    return None
+
+
+def render_marker(loaded: dict) -> str:
+    return LOADED_MARKER + json.dumps(
+        {"hard": loaded["hard"], "soft": {k: loaded["soft"][k] for k in sorted(loaded["soft"])}},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def with_marker(text: str, loaded: dict | None) -> str:
+    """``text`` (render_program's output) with the loaded-state comment after the header line."""
+    if loaded is None:
+        return text
+    header, _sep, rest = text.partition("\n")
+    return f"{header}\n{render_marker(loaded)}\n{rest}"
+
+
+def soft_changes(loaded: dict, wanted: dict) -> tuple:
+    """(hard changed?, sorted soft option names that differ) between a loaded state and wanted options."""
+    target = loaded_state(wanted)
+    soft = sorted(k for k in SOFT_OPTIONS if loaded["soft"].get(k) != target["soft"].get(k))
+    return loaded["hard"] != target["hard"], soft
+
+
 def _environment_of(text: str | None) -> dict | None:
     """The parsed environment of every section in a conf.d file (None if unparsable)."""
     if not text:
@@ -378,34 +505,53 @@ def _environment_of(text: str | None) -> dict | None:
     return result
 
 
-def mask_text(text: str | None) -> str | None:
-    """``text`` with every environment value replaced by ``********`` (for diffs and logs)."""
+def _env_keys_masked(value: str) -> str:
+    try:
+        env = parse_environment(value.strip())
+    except ValueError:
+        return MASK
+    if not all(ENV_KEY_RE.match(k) for k in env):
+        return MASK
+    return ",".join(f'{k}="{MASK}"' for k in sorted(env))
+
+
+def mask_text(text: str | None, secrets=()) -> str | None:
+    """``text`` with every environment line replaced by ``KEY="********",...`` (for diffs and logs).
+
+    The text is cut at ``\n`` only (never ``str.splitlines``), so a physical line is masked as
+    a whole whatever it holds; continuation lines of an environment value (lines starting
+    with whitespace, as configparser reads them) are masked too; a line that cannot be read
+    as an environment value is masked completely. ``secrets`` are then scrubbed (``scrub``).
+    """
     if text is None:
         return None
     out = []
-    for line in text.splitlines(True):
-        key, sep, value = line.partition("=")
-        if sep and key.strip().lower() == "environment":
-            ending = "\n" if line.endswith("\n") else ""
-            try:
-                env = parse_environment(value.strip())
-                masked = ",".join(f'{k}="{MASK}"' for k in sorted(env))
-            except ValueError:
-                masked = MASK
-            line = f"{key.rstrip()}={masked}{ending}"
+    in_env = False
+    for line in text.split("\n"):
+        seps = [i for i in (line.find("="), line.find(":")) if i > 0]
+        sep = min(seps) if seps else -1
+        key, value = (line[:sep], line[sep + 1 :]) if sep > 0 else (line, "")
+        if in_env and line[:1].isspace() and line.strip():
+            out.append(" " + MASK)
+            continue
+        in_env = False
+        if sep > 0 and key.strip().lower() == "environment":
+            out.append(f"{key.rstrip()}={_env_keys_masked(value)}")
+            in_env = True
+            continue
         out.append(line)
-    return "".join(out)
+    return scrub("\n".join(out), secrets)
 
 
-def masked_diff(path: str, before: str | None, after: str | None) -> dict:
+def masked_diff(path: str, before: str | None, after: str | None, secrets=()) -> dict:
     """A diff dict that never holds an environment value.
 
     Values are masked on both sides; when only values changed, the masked texts would be
     equal, so a comment naming the changed variables (never their values) is added to
     ``after``.
     """
-    before_masked = mask_text(before)
-    after_masked = mask_text(after)
+    before_masked = mask_text(before, secrets)
+    after_masked = mask_text(after, secrets)
     if before is not None and after is not None and before != after:
         env_before, env_after = _environment_of(before), _environment_of(after)
         if env_before is None or env_after is None:
@@ -426,10 +572,90 @@ def masked_diff(path: str, before: str | None, after: str | None) -> dict:
 
 
 def scrub(text: str, secrets) -> str:
-    """Replace every secret value in ``text`` by the mask (for log tails in error messages)."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
+    """``text`` with every secret and every piece of one of SECRET_PIECE (8) or more characters masked.
+
+    A log tail is a window cut at a byte offset, so a secret at its edge shows up only in
+    part; masking every 8-character substring of every secret wherever it occurs covers
+    those parts too (and a secret split across two messages). A secret shorter than that is
+    masked where it occurs whole. Overlapping matches are merged into one mask.
+    """
+    if not text:
+        return text
+    covered = bytearray(len(text))
+    for secret in {f"{s}" for s in secrets if f"{s}"}:
+        pieces = (
+            {secret}
+            if len(secret) <= SECRET_PIECE
+            else {secret[i : i + SECRET_PIECE] for i in range(len(secret) - SECRET_PIECE + 1)}
+        )
+        for piece in pieces:
+            start = text.find(piece)
+            while start >= 0:
+                covered[start : start + len(piece)] = b"\x01" * len(piece)
+                start = text.find(piece, start + 1)
+    if not any(covered):
+        return text
+    out = []
+    index = 0
+    while index < len(text):
+        if covered[index]:
+            while index < len(text) and covered[index]:
+                index += 1
+            out.append(MASK)
+        else:
+            out.append(text[index])
+            index += 1
+    return "".join(out)
+
+
+# supervisord's main log: "2026-12-01 21:50:00,123 WARN exited: NAME (exit status 1; not expected)"
+# and "... exited: NAME (terminated by SIGKILL; not expected)" (process.py, ProcessStates.EXITED/BACKOFF).
+LOG_TIME_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:,(\d{1,6}))?\s")
+
+
+def log_line_time(line: str):
+    """Epoch seconds of a supervisord log line (its local-time timestamp), None without one."""
+    match = LOG_TIME_RE.match(line)
+    if not match:
+        return None
+    try:
+        seconds = time.mktime(time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S"))
+    except (ValueError, OverflowError):
+        return None
+    fraction = match.group(2)
+    return seconds + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
+
+
+def unexpected_exit_lines(log_text: str | None, program: str, since: float | None = None) -> list | None:
+    """Lines of supervisord's main log recording an unexpected exit of ``program`` at or after ``since``.
+
+    Counts ``exited: NAME (...; not expected)``: a non-zero (or not-listed) exit status and
+    every death by a signal supervisord did not send. Not counted: ``exited: ... expected``,
+    ``stopped: ...`` (a stop asked for, by this module or anyone), spawns. ``since`` is epoch
+    seconds (None: the whole text). None when there is no log text.
+    """
+    if log_text is None:
+        return None
+    needle = f"exited: {program} ("
+    found = []
+    for line in log_text.split("\n"):
+        if needle not in line or not line.rstrip().endswith("; not expected)"):
+            continue
+        if since is not None:
+            when = log_line_time(line)
+            if when is None or when < since:
+                continue
+        found.append(line.rstrip("\r"))
+    return found
+
+
+def log_lines_about(log_text: str | None, program: str, limit: int = 10) -> list:
+    """The last ``limit`` lines of the main log that name ``program`` (spawned/exited/gave up/...)."""
+    if not log_text:
+        return []
+    needles = (f" {program} (", f"'{program}'", f": {program} ")
+    lines = [line.rstrip("\r") for line in log_text.split("\n") if any(n in line for n in needles)]
+    return lines[-limit:]
 
 
 def count_restarts(log_text: str, program: str):
@@ -570,6 +796,13 @@ class SupervisorClient:
         result = self.call("reloadConfig")
         added, changed, removed = result[0]
         return list(added), list(changed), list(removed)
+
+    def main_log_tail(self, length: int) -> str | None:
+        """The last ``length`` bytes of supervisord's main log (readLog), None when it has none."""
+        try:
+            return self.call("readLog", -length, 0)
+        except xmlrpc.client.Fault:
+            return None
 
     def log_tail(self, namespec: str, length: int = 2000) -> str:
         """The last ``length`` bytes of the process's stderr and stdout logs (best effort)."""

@@ -212,7 +212,15 @@ def test_documented_types_defaults_and_no_log_match_the_spec():
 
 def test_batch_items_take_every_per_program_option():
     batch = set(sp.argument_spec()["programs"]["options"])
-    top = set(sp.argument_spec()) - {"programs", "server_url", "wait_timeout"}
+    top = set(sp.argument_spec()) - {
+        "programs",
+        "server_url",
+        "wait_timeout",
+        "restart_loop_threshold",
+        "restart_loop_window",
+        "reload_when",
+        "serial_restarts",
+    }
     assert batch == top
     for name in batch:
         assert f"O({name})" in documented_options()["programs"]["description"][0], name
