@@ -23,11 +23,13 @@ import ipaddress
 import os
 import re
 import signal
+import stat
 import time
 
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils import safe_fs
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     ValidationError,
-    check_abs_path,
+    check_managed_dir,
     check_name,
 )
 
@@ -65,8 +67,13 @@ def check_onion_address(option: str, value: str) -> str:
 
 
 def check_service_dir(option: str, value: str) -> str:
-    """An absolute, '..'-free path that can be written into a torrc unquoted."""
-    path = check_abs_path(option, value)
+    """An absolute, '..'-free path that can be written into a torrc unquoted.
+
+    ``common.check_managed_dir``: no control characters (tab, ESC, DEL, any C0), not ``/``,
+    ``//`` or a system directory such as ``/etc`` or ``/var/lib`` (the module chowns it to
+    the tor user), no whitespace; and none of tor's quoting characters.
+    """
+    path = check_managed_dir(option, value)
     if _UNSAFE_TORRC_VALUE_RE.search(path):
         raise ValidationError(option, f"{path!r} must not contain whitespace, quotes, '#' or '\\'")
     return path
@@ -305,9 +312,15 @@ def tor_messages(output: str, limit: int = 10) -> str:
 
 
 # --------------------------------------------------------------------------- service dir
+#
+# A service directory belongs to the tor user (debian-tor): everything that touches it goes
+# through safe_fs (directory descriptors opened O_NOFOLLOW from /, files opened O_NOFOLLOW),
+# so a symlink planted in or instead of the directory is refused (safe_fs.UnsafePath), never
+# followed. Callers map UnsafePath to a ValidationError naming their option.
 
 
 def read_bytes(path: str) -> bytes | None:
+    """A root-owned or kernel file (``/proc/<pid>/comm``); never used inside a service dir."""
     try:
         with open(path, "rb") as handle:
             return handle.read()
@@ -316,12 +329,16 @@ def read_bytes(path: str) -> bytes | None:
 
 
 def read_secret_key(service_dir: str) -> bytes | None:
-    return read_bytes(os.path.join(service_dir, SECRET_KEY_FILE))
+    """The key file's bytes, None when missing; ``UnsafePath`` for a symlink on the way."""
+    return safe_fs.read_file(os.path.join(service_dir, SECRET_KEY_FILE))
 
 
 def read_hostname(service_dir: str) -> str | None:
-    """The onion address tor wrote, or None when missing or not (yet) a valid address."""
-    data = read_bytes(os.path.join(service_dir, HOSTNAME_FILE))
+    """The onion address tor wrote, or None when missing or not (yet) a valid address.
+
+    ``UnsafePath`` when the directory or the hostname file is a symlink.
+    """
+    data = safe_fs.read_file(os.path.join(service_dir, HOSTNAME_FILE))
     if data is None:
         return None
     value = data.decode("ascii", "replace").strip()
@@ -329,13 +346,60 @@ def read_hostname(service_dir: str) -> str | None:
 
 
 def looks_like_service_dir(path: str) -> bool:
-    """True for an empty dir or one holding only what tor puts in an onion service dir."""
+    """True for an empty dir or one holding only what tor puts in an onion service dir.
+
+    Listed through a descriptor (``UnsafePath`` for a symlink in the path).
+    """
     allowed = set(SERVICE_FILES) | {"authorized_clients", "onion_service_non_anonymous"}
     try:
-        entries = os.listdir(path)
+        fd = safe_fs.open_dir(path)
     except FileNotFoundError:
         return False
+    try:
+        entries = os.listdir(fd)
+    finally:
+        os.close(fd)
     return all(entry in allowed for entry in entries)
+
+
+def _remove_at(parent_fd: int, name: str) -> None:
+    """Remove ``name`` (a file, a symlink, or a directory tree) below ``parent_fd``, never following a link."""
+    st = os.lstat(name, dir_fd=parent_fd)
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=parent_fd)
+        return
+    fd = os.open(name, safe_fs.DIR_FLAGS, dir_fd=parent_fd)  # O_NOFOLLOW: a swapped-in link fails
+    try:
+        for entry in os.listdir(fd):
+            _remove_at(fd, entry)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
+
+
+def remove_service_dir(path: str) -> bool:
+    """Delete a service directory and what is in it through descriptors; False when missing.
+
+    The parent is opened with ``safe_fs.open_dir`` (no symlink anywhere on the way) and the
+    directory itself must not be a symlink (``UnsafePath``); nothing outside it is touched.
+    """
+    parent, name = os.path.split(path.rstrip("/"))
+    try:
+        parent_fd = safe_fs.open_dir(parent or "/")
+    except FileNotFoundError:
+        return False
+    try:
+        st = safe_fs.lstat_at(parent_fd, name)
+        if st is None:
+            return False
+        if stat.S_ISLNK(st.st_mode):
+            raise safe_fs.UnsafePath(path, "is a symlink; refusing to delete through it")
+        if not stat.S_ISDIR(st.st_mode):
+            raise safe_fs.UnsafePath(path, "exists and is not a directory")
+        _remove_at(parent_fd, name)
+        return True
+    finally:
+        os.close(parent_fd)
 
 
 def wait_for_hostname(service_dir: str, timeout: float, clock=time.monotonic, sleep=time.sleep) -> str | None:

@@ -50,7 +50,10 @@ options:
     choices: [present, absent]
   service_dir:
     description:
-      - The C(HiddenServiceDir). Absolute, without C(..), whitespace, quotes or C(#). Its parent must exist.
+      - The C(HiddenServiceDir). Absolute, without C(..), whitespace, control characters, quotes or C(#); not
+        C(/) or a system directory such as C(/etc) or C(/var/lib). Its parent must exist.
+      - Neither the directory nor any directory above it may be a symlink (the module refuses, naming this
+        option, and changes nothing); the files tor keeps in it must not be symlinks either.
       - Defaults to C(/var/lib/tor/nodefleet-<name>). With O(state=absent) and O(purge=true) the directory named in
         the existing drop-in is purged when this is not given.
     type: path
@@ -158,6 +161,10 @@ options:
     default: 30
 notes:
   - Run as root (the drop-ins are root-owned and the service directories belong to O(tor_user)).
+  - Everything inside a service directory (which O(tor_user) controls) and in O(torrc_dir) is done through
+    directory descriptors opened without following symlinks - owner and mode are set on the open directory or
+    file, never by path - so a symlink swapped in by the tor user cannot redirect a chown, chmod, write or
+    delete to another file.
   - Back up keys with M(ansible.builtin.slurp) of C(<service_dir>/hs_ed25519_secret_key) under C(no_log).
 seealso:
   - name: Tor manual, HiddenServiceDir and HiddenServicePort
@@ -233,22 +240,24 @@ reloaded:
   sample: false
 """
 
+import contextlib
 import os
 import pwd
-import shutil
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils import tor
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils import safe_fs, tor
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     ValidationError,
-    attributes_differ,
     check_abs_path,
     file_diff,
     read_text,
-    write_file_atomic,
 )
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.safe_fs import UnsafePath
 
 DEBIAN_DEFAULTS_TORRC = "/usr/share/tor/tor-service-defaults-torrc"
+DROPIN_MODE = 0o644
+SERVICE_DIR_MODE = 0o700
+KEY_MODE = 0o600
 PORT_SPEC = dict(port=dict(type="int", required=True), target=dict(type="str", required=True))
 SERVICE_OPTIONS = ("state", "service_dir", "ports", "secret_key", "force_key", "purge")
 
@@ -332,7 +341,11 @@ def check_system(services: list[dict], settings: dict) -> tuple[int, int]:
         entry = pwd.getpwnam(settings["tor_user"])
     except KeyError:
         raise ValidationError("tor_user", "user {!r} does not exist".format(settings["tor_user"])) from None
-    if not os.path.isdir(settings["torrc_dir"]):
+    try:
+        kind = safe_fs.inspect_path(settings["torrc_dir"])
+    except UnsafePath as exc:
+        raise ValidationError("torrc_dir", f"{exc.path} {exc.reason}") from None
+    if kind != "dir":
         raise ValidationError("torrc_dir", "{} is not an existing directory".format(settings["torrc_dir"]))
     torrc = read_text(settings["torrc_file"])
     if torrc is None:
@@ -350,9 +363,34 @@ def check_system(services: list[dict], settings: dict) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+def read_dropin(svc: dict) -> str | None:
+    """The service's current drop-in (root-owned torrc_dir, still read without following links)."""
+    try:
+        data = safe_fs.read_file(svc["dropin"])
+    except UnsafePath as exc:
+        raise ValidationError("torrc_dir", f"{exc.path} {exc.reason}") from None
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError("torrc_dir", f"{svc['dropin']} is not UTF-8 text") from None
+
+
 def plan_service(svc: dict, uid: int, gid: int, prefix: str) -> dict:
-    """What must change for one service; reads the host, writes nothing."""
-    before = read_text(svc["dropin"])
+    """What must change for one service; reads the host, writes nothing.
+
+    A symlink as the service directory, above it or for a file tor keeps in it is refused,
+    naming ``service_dir``.
+    """
+    before = read_dropin(svc)
+    try:
+        return _plan_service(svc, before, uid, gid, prefix)
+    except UnsafePath as exc:
+        raise ValidationError(prefix + "service_dir", f"{exc.path} {exc.reason}") from None
+
+
+def _plan_service(svc: dict, before: str | None, uid: int, gid: int, prefix: str) -> dict:
     plan = {"before": before, "after": None, "create_dir": False, "fix_dir": False, "write_key": False}
     plan["replace_key"] = plan["need_reload"] = plan["purge_dir"] = None
     if svc["state"] == "absent":
@@ -361,8 +399,11 @@ def plan_service(svc: dict, uid: int, gid: int, prefix: str) -> dict:
         if svc["purge"]:
             target = svc["service_dir"]
             if not svc["explicit_dir"] and before is not None:
-                target = tor.parse_dropin(before)["service_dir"] or target
-            if os.path.isdir(target):
+                named = tor.parse_dropin(before)["service_dir"]
+                if named:
+                    # the drop-in may have been edited by hand: the same rules as the option
+                    target = tor.check_service_dir(prefix + "purge", named)
+            if safe_fs.inspect_path(target) == "dir":
                 if not tor.looks_like_service_dir(target):
                     raise ValidationError(
                         prefix + "purge",
@@ -373,15 +414,21 @@ def plan_service(svc: dict, uid: int, gid: int, prefix: str) -> dict:
 
     directory = svc["service_dir"]
     parent = os.path.dirname(directory)
-    if not os.path.isdir(parent):
+    parent_kind = safe_fs.inspect_path(parent)
+    if parent_kind == "missing":
         raise ValidationError(prefix + "service_dir", f"parent directory {parent} does not exist")
-    if os.path.exists(directory) and not os.path.isdir(directory):
+    if parent_kind != "dir":
+        raise ValidationError(prefix + "service_dir", f"parent {parent} is not a directory")
+    kind = safe_fs.inspect_path(directory)
+    if kind not in ("missing", "dir"):
         raise ValidationError(prefix + "service_dir", f"{directory} exists and is not a directory")
     after = tor.render_dropin(svc["name"], directory, svc["ports"])
     plan["after"] = after
     plan["dropin_changed"] = before != after
-    plan["create_dir"] = not os.path.isdir(directory)
-    plan["fix_dir"] = not plan["create_dir"] and attributes_differ(directory, str(uid), str(gid), "0700")
+    plan["create_dir"] = kind == "missing"
+    if not plan["create_dir"]:
+        with safe_fs.opened_dir(directory) as dir_fd:
+            plan["fix_dir"] = safe_fs.attrs_differ(os.fstat(dir_fd), uid, gid, SERVICE_DIR_MODE)
     existing_key = None if plan["create_dir"] else tor.read_secret_key(directory)
     wanted = svc["secret_key_bytes"]
     if wanted is not None:
@@ -395,7 +442,7 @@ def plan_service(svc: dict, uid: int, gid: int, prefix: str) -> dict:
                     "onion address. Set force_key=true to replace it (the key material is not shown)",
                 )
             plan["write_key"] = plan["replace_key"] = True
-    hostname_missing = tor.read_hostname(directory) is None
+    hostname_missing = plan["create_dir"] or tor.read_hostname(directory) is None
     plan["need_reload"] = plan["dropin_changed"] or plan["create_dir"] or plan["write_key"] or hostname_missing
     if before is not None:
         old_dir = tor.parse_dropin(before)["service_dir"]
@@ -403,64 +450,100 @@ def plan_service(svc: dict, uid: int, gid: int, prefix: str) -> dict:
     return plan
 
 
-def apply_dirs_and_dropins(module, services, plans, uid, gid) -> list[str]:
-    """Create/fix service dirs, write or remove drop-ins; returns the dirs created."""
-    created = []
-    for svc, plan in zip(services, plans):
-        if svc["state"] == "present":
-            if plan["create_dir"]:
-                os.mkdir(svc["service_dir"], 0o700)
-                created.append(svc["service_dir"])
-            if plan["create_dir"] or plan["fix_dir"]:
-                os.chown(svc["service_dir"], uid, gid)
-                os.chmod(svc["service_dir"], 0o700)
-            if plan["dropin_changed"]:
-                write_file_atomic(module, svc["dropin"], plan["after"], owner="root", group="root", mode="0644")
-        elif plan["dropin_changed"]:
-            os.unlink(svc["dropin"])
+def write_dropin(path: str, text: str) -> None:
+    """Atomically replace a drop-in (root:root 0644), through the torrc_dir descriptor."""
+    safe_fs.write_file(path, text, uid=0, gid=0, mode=DROPIN_MODE)
+
+
+def remove_dropin(path: str) -> None:
+    with safe_fs.opened_dir(os.path.dirname(path)) as dir_fd:
+        safe_fs.unlink_at(dir_fd, os.path.basename(path))
+
+
+def ensure_service_dir(directory: str, uid: int, gid: int, fix: bool) -> bool:
+    """Create (or open) the service dir below its parent's descriptor; owner/mode set by fd.
+
+    Returns whether this call created it. ``mkdir_at`` refuses a symlink at the name, and
+    the parent is opened with no symlink on the way, so nothing but that directory is
+    chowned or chmodded.
+    """
+    parent, name = os.path.split(directory)
+    with safe_fs.opened_dir(parent) as parent_fd:
+        dir_fd, created = safe_fs.mkdir_at(parent_fd, name, SERVICE_DIR_MODE, shown=directory)
+        try:
+            if created or fix:
+                safe_fs.set_attrs_fd(dir_fd, uid, gid, SERVICE_DIR_MODE)
+        finally:
+            os.close(dir_fd)
     return created
 
 
-def rollback(module, services, plans, created) -> None:
-    """Put every drop-in back as it was and remove directories this run created."""
+def apply_dirs_and_dropins(services, plans, uid, gid, prefixes, created: list) -> None:
+    """Create/fix service dirs, write or remove drop-ins; appends the dirs created to ``created``."""
+    for svc, plan, prefix in zip(services, plans, prefixes):
+        if svc["state"] == "present":
+            if plan["create_dir"] or plan["fix_dir"]:
+                try:
+                    if ensure_service_dir(svc["service_dir"], uid, gid, plan["fix_dir"]):
+                        created.append(svc["service_dir"])
+                except UnsafePath as exc:
+                    raise ValidationError(prefix + "service_dir", f"{exc.path} {exc.reason}") from None
+            if plan["dropin_changed"]:
+                write_dropin(svc["dropin"], plan["after"])
+        elif plan["dropin_changed"]:
+            remove_dropin(svc["dropin"])
+
+
+def rollback(services, plans, created) -> None:
+    """Put every drop-in back as it was and remove directories this run created.
+
+    Best effort, step by step: one step failing does not keep the others from running, and
+    the error that caused the rollback is the one reported.
+    """
     for svc, plan in zip(services, plans):
         if not plan["dropin_changed"]:
             continue
-        if plan["before"] is None:
-            if os.path.exists(svc["dropin"]):
-                os.unlink(svc["dropin"])
-        else:
-            write_file_atomic(module, svc["dropin"], plan["before"], owner="root", group="root", mode="0644")
+        with contextlib.suppress(OSError, UnsafePath):
+            if plan["before"] is None:
+                remove_dropin(svc["dropin"])
+            else:
+                write_dropin(svc["dropin"], plan["before"])
     for directory in created:
-        shutil.rmtree(directory, ignore_errors=True)
+        with contextlib.suppress(OSError, UnsafePath):
+            tor.remove_service_dir(directory)
 
 
-def install_keys(module, services, plans, uid, gid) -> None:
-    """Write restored/forced keys; drop the derived files so tor writes them for this key."""
-    for svc, plan in zip(services, plans):
+def install_keys(services, plans, uid, gid, prefixes) -> None:
+    """Write restored/forced keys; drop the derived files so tor writes them for this key.
+
+    Everything through the service dir's descriptor: the key's temp file gets owner and
+    mode by fd and is renamed into place within the directory.
+    """
+    for svc, plan, prefix in zip(services, plans, prefixes):
         if not plan["write_key"]:
             continue
-        for derived in (tor.HOSTNAME_FILE, tor.PUBLIC_KEY_FILE):
-            path = os.path.join(svc["service_dir"], derived)
-            if os.path.exists(path):
-                os.unlink(path)
-        write_file_atomic(
-            module,
-            os.path.join(svc["service_dir"], tor.SECRET_KEY_FILE),
-            svc["secret_key_bytes"],
-            owner=str(uid),
-            group=str(gid),
-            mode="0600",
-        )
+        try:
+            with safe_fs.opened_dir(svc["service_dir"]) as dir_fd:
+                for derived in (tor.HOSTNAME_FILE, tor.PUBLIC_KEY_FILE):
+                    safe_fs.unlink_at(dir_fd, derived)
+                safe_fs.write_at(
+                    dir_fd,
+                    tor.SECRET_KEY_FILE,
+                    svc["secret_key_bytes"],
+                    uid=uid,
+                    gid=gid,
+                    mode=KEY_MODE,
+                    shown=os.path.join(svc["service_dir"], tor.SECRET_KEY_FILE),
+                )
+        except UnsafePath as exc:
+            raise ValidationError(prefix + "service_dir", f"{exc.path} {exc.reason}") from None
 
 
 def run(module) -> dict:
     services, batch, settings = validate(module.params)
     uid, gid = check_system(services, settings)
-    plans = []
-    for index, svc in enumerate(services):
-        prefix = f"services[{index}]." if batch else ""
-        plans.append(plan_service(svc, uid, gid, prefix))
+    prefixes = [f"services[{index}]." if batch else "" for index in range(len(services))]
+    plans = [plan_service(svc, uid, gid, prefix) for svc, prefix in zip(services, prefixes)]
     for svc, plan in zip(services, plans):
         if plan.get("moved_from"):
             module.warn(
@@ -491,7 +574,12 @@ def run(module) -> dict:
     if changed and not module.check_mode:
         if need_reload:
             tor.read_pid(settings["tor_pid_file"])  # fail before writing anything when tor is down
-        created = apply_dirs_and_dropins(module, services, plans, uid, gid)
+        created: list[str] = []
+        try:
+            apply_dirs_and_dropins(services, plans, uid, gid, prefixes, created)
+        except BaseException:
+            rollback(services, plans, created)  # nothing half-written: drop-ins back, new dirs gone
+            raise
         if dropins_changed or created:
             ok, message = tor.verify_config(
                 module.run_command,
@@ -500,31 +588,37 @@ def run(module) -> dict:
                 settings["tor_defaults_torrc"],
             )
             if not ok:
-                rollback(module, services, plans, created)
+                rollback(services, plans, created)
                 raise ValidationError(
                     "torrc_file",
                     f"tor --verify-config rejected the configuration; previous drop-ins restored: {message}",
                 )
-        install_keys(module, services, plans, uid, gid)
+        install_keys(services, plans, uid, gid, prefixes)
         if need_reload:
             tor.reload_tor(settings["tor_pid_file"])
             reloaded = True
-        for plan in plans:
+        for plan, prefix in zip(plans, prefixes):
             if plan["purge_dir"]:
-                shutil.rmtree(plan["purge_dir"])
+                try:
+                    tor.remove_service_dir(plan["purge_dir"])
+                except UnsafePath as exc:
+                    raise ValidationError(prefix + "purge", f"{exc.path} {exc.reason}") from None
 
-    for svc in services:
+    for svc, prefix in zip(services, prefixes):
         if svc["state"] != "present":
             continue
-        if module.check_mode:
-            address = tor.read_hostname(svc["service_dir"])
-        else:
-            address = tor.wait_for_hostname(svc["service_dir"], settings["wait_timeout"])
-            if address is None:
-                raise ValidationError(
-                    "wait_timeout",
-                    f"tor wrote no valid {svc['service_dir']}/hostname within {settings['wait_timeout']} s; see tor's log",
-                )
+        try:
+            if module.check_mode:
+                address = tor.read_hostname(svc["service_dir"])
+            else:
+                address = tor.wait_for_hostname(svc["service_dir"], settings["wait_timeout"])
+        except UnsafePath as exc:
+            raise ValidationError(prefix + "service_dir", f"{exc.path} {exc.reason}") from None
+        if address is None and not module.check_mode:
+            raise ValidationError(
+                "wait_timeout",
+                f"tor wrote no valid {svc['service_dir']}/hostname within {settings['wait_timeout']} s; see tor's log",
+            )
         results[svc["name"]]["onion_address"] = address
 
     result = {"changed": changed, "reloaded": reloaded, "services": results}
@@ -545,12 +639,19 @@ def main() -> None:
         required_one_of=[("name", "services")],
         supports_check_mode=True,
     )
+    # fail_json is never called inside an except block (ansible-core 2.19 would attach the
+    # exception's traceback to the result): keep the message, fail after the block.
+    failure = None
     try:
         result = run(module)
     except ValidationError as exc:
-        module.fail_json(msg=str(exc))
+        failure = str(exc)
+    except UnsafePath as exc:
+        failure = f"{exc.path} {exc.reason}"
     except OSError as exc:
-        module.fail_json(msg="{}: {}".format(exc.filename or "tor_hidden_service", exc.strerror or exc))
+        failure = "{}: {}".format(exc.filename or "tor_hidden_service", exc.strerror or exc)
+    if failure is not None:
+        module.fail_json(msg=failure)
     module.exit_json(**result)
 
 
