@@ -69,8 +69,11 @@ pytestmark = [
 
 
 def onion_for(name: str) -> str:
-    """A well-formed (not real) v3 onion address, stable per name."""
-    return base64.b32encode(hashlib.sha512(name.encode()).digest()).decode().lower()[:56] + ".onion"
+    """A valid v3 onion address (checksum and version byte right, as Core and the stand-in
+    require for -externalip), stable per name; no service behind it."""
+    pubkey = hashlib.sha256(name.encode()).digest()
+    checksum = hashlib.sha3_256(b".onion checksum" + pubkey + b"\x03").digest()[:2]
+    return base64.b32encode(pubkey + checksum + b"\x03").decode().lower() + ".onion"
 
 
 def password_for(name: str) -> str:

@@ -399,11 +399,32 @@ PEERS = [
 ]
 
 
+def onion_v3(seed: str) -> str:
+    """A valid Tor v3 address (checksum and version byte right), as Core requires for -externalip."""
+    pubkey = hashlib.sha256(seed.encode()).digest()
+    checksum = hashlib.sha3_256(b".onion checksum" + pubkey + b"\x03").digest()[:2]
+    return base64.b32encode(pubkey + checksum + b"\x03").decode().lower() + ".onion"
+
+
+ONION_B = onion_v3("b")
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["b" * 56 + ".onion", onion_v3("b")[:-7] + "a.onion", "aaaa.onion", "b" * 16 + ".onion"],
+)
+def test_invalid_onion_externalip_fails_like_core(make_daemon, address):
+    """Core refuses an -externalip onion name that is not a valid v3 address (checksum, version)."""
+    d = make_daemon()
+    d.write_conf(extra_global=f"externalip={address}")
+    d.start()
+    assert d.wait_exit() == 1
+    assert d.proc.stderr.read().decode() == f"Error: Cannot resolve -externalip address: '{address}'\n"
+
+
 def test_rpc_field_names_and_types_match_core(make_daemon):
     d = make_daemon()
-    d.write_conf(
-        extra_global="proxy=127.0.0.1:9050\nonion=127.0.0.1:9050\nlistenonion=0\nexternalip=" + "b" * 56 + ".onion"
-    )
+    d.write_conf(extra_global="proxy=127.0.0.1:9050\nonion=127.0.0.1:9050\nlistenonion=0\nexternalip=" + ONION_B)
     d.netdir.mkdir(parents=True, exist_ok=True)
     (d.netdir / "standin-peers.json").write_text(json.dumps(PEERS))
     d.start()
@@ -436,7 +457,7 @@ def test_rpc_field_names_and_types_match_core(make_daemon):
         "proxy": "127.0.0.1:9050",
         "proxy_randomize_credentials": True,
     }
-    assert net["localaddresses"] == [{"address": "b" * 56 + ".onion", "port": d.p2p_port, "score": 4}]
+    assert net["localaddresses"] == [{"address": ONION_B, "port": d.p2p_port, "score": 4}]
     assert isinstance(net["relayfee"], float) and isinstance(net["incrementalfee"], float)
 
     peers = d.result("getpeerinfo")
