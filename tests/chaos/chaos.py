@@ -645,6 +645,15 @@ def evaluate(raw: dict) -> dict:
                 cell["budget_ms"],
             )
         )
+    if repeat > 1 and cell.get("p50_budget_ms"):
+        checks.append(
+            _check(
+                "p50_within_budget",
+                ttr["p50"] is not None and ttr["p50"] <= cell["p50_budget_ms"],
+                ttr["p50"],
+                cell["p50_budget_ms"],
+            )
+        )
     if raw.get("error"):
         checks.append(_check("framework_ran_to_completion", False, raw["error"]))
     outcome = "pass" if checks and all(c["ok"] for c in checks) else "fail"

@@ -411,6 +411,10 @@ def test_evaluate_repeat_reports_percentiles_and_budget():
     assert "p95_within_budget" in _failed(result)
     raw["attempts"][-1]["wait"]["max_ttr_ms"] = 1900
     assert chaos.evaluate(raw)["outcome"] == "pass"
+    raw["cell"]["p50_budget_ms"] = 1300
+    assert _failed(chaos.evaluate(raw)) == ["p50_within_budget"]
+    raw["cell"]["p50_budget_ms"] = 1400
+    assert chaos.evaluate(raw)["outcome"] == "pass"
     raw["attempts"].pop()
     assert "all_attempts_ran" in _failed(chaos.evaluate(raw))
 
