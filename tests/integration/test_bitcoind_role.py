@@ -1,0 +1,276 @@
+"""The bitcoind role's own tasks run for real (ansible-playbook, connection=local) with the host
+side replaced: the collection's modules by fakes that keep their state in a temp dir and record
+every call, user.yml and release.yml by stubs, every path under a temp dir. What is tested is the
+role's glue - which restarts it asks for, what it persists, which options it passes.
+
+Issue 10.11: a converge that stops between the bitcoin.conf change and the supervisord restart
+must leave the restart due on the host, and the next converge (and --check) must do (report) it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from tests.integration.role_harness import run_play, stub_collection
+
+FAKE_COMMON = r"""#!/usr/bin/python
+import json, os
+from ansible.module_utils.basic import AnsibleModule
+DIR = os.environ["HARNESS_DIR"]
+def record(module_name, params, check):
+    with open(os.path.join(DIR, module_name + ".jsonl"), "a") as handle:
+        handle.write(json.dumps({"params": params, "check": check}) + "\n")
+"""
+
+# AnsibleModule refuses unknown options, so the fakes take everything as raw JSON: the action's
+# arguments arrive in the module's args file; a tiny reader keeps them all.
+FAKE_TEMPLATE = (
+    FAKE_COMMON
+    + r"""
+import sys
+from ansible.module_utils.basic import _load_params
+def main():
+    params = _load_params()
+    check = bool(params.pop("_ansible_check_mode", False))
+    params = {k: v for k, v in params.items() if not k.startswith("_ansible")}
+    record(NAME, params, check)
+    result = BODY(params, check)
+    print(json.dumps(result))
+    sys.exit(1 if result.get("failed") else 0)
+"""
+)
+
+BODIES = {
+    "bitcoind_instance": r"""
+def BODY(p, check):
+    if p.get("state") == "absent":
+        return {"changed": False}
+    wanted = json.dumps({k: v for k, v in p.items() if k != "rpc_users"}, sort_keys=True)
+    path = os.path.join(DIR, "conf-" + p["name"])
+    have = open(path).read() if os.path.exists(path) else None
+    differs = have != wanted
+    if differs and not check:
+        with open(path, "w") as handle:
+            handle.write(wanted)
+    return {"changed": differs, "restart_required": differs}
+""",
+    "tor_hidden_service": r"""
+def BODY(p, check):
+    services = {s["name"]: {"onion_address": s["name"].replace("-", "") + "x" * 40 + ".onion"}
+                for s in p["services"] if s.get("state") == "present"}
+    return {"changed": False, "services": services}
+""",
+    "supervisord_program": r"""
+def BODY(p, check):
+    if os.path.exists(os.path.join(DIR, "fail_supervisord")):
+        return {"failed": True, "msg": "supervisord batch failed (harness)"}
+    conf_dir = os.environ["HARNESS_CONF_DIR"]
+    changed = False
+    for prog in p["programs"]:
+        path = os.path.join(conf_dir, prog["name"] + ".conf")
+        if prog["state"] == "absent":
+            if os.path.exists(path):
+                changed = True
+                if not check:
+                    os.unlink(path)
+            continue
+        if prog["state"] == "restarted" or not os.path.exists(path):
+            changed = True
+        if not check:
+            with open(path, "w") as handle:
+                handle.write(json.dumps(prog))
+    return {"changed": changed, "programs": {}}
+""",
+}
+
+
+def fake_modules() -> dict:
+    return {name: FAKE_TEMPLATE.replace("NAME", repr(name), 1) + body + "\nmain()\n" for name, body in BODIES.items()}
+
+
+STUBS = {
+    "bitcoind": {
+        "user.yml": [{"name": "stub user", "ansible.builtin.set_fact": {"bitcoind__user_result": {"changed": False}}}],
+        "release.yml": [{"name": "stub release", "ansible.builtin.debug": {"msg": "no release install"}}],
+    }
+}
+PLAY = [
+    {
+        "hosts": "fleet",
+        "gather_facts": False,
+        "roles": [{"role": "nodefleet.bitcoin.bitcoind"}],
+    }
+]
+SIGNER = {"name": "t", "fingerprint": "A" * 40, "key": "x"}
+RELEASES = {"core": {"version": "1.0", "archive": "a.tar.gz", "source": "file", "dir": "/nonexistent"}}
+
+
+@pytest.fixture(scope="module")
+def collections(tmp_path_factory):
+    return stub_collection(tmp_path_factory.mktemp("coll"), STUBS, fake_modules())
+
+
+class Host:
+    """One fake host: its dirs, its inventory, and ansible-playbook runs of the role on it."""
+
+    def __init__(self, tmp, collections):
+        self.tmp = tmp
+        self.collections = collections
+        self.state = tmp / "state"
+        self.conf_dir = tmp / "conf.d"
+        self.pending = tmp / "var" / "nodefleet" / "pending-restart"
+        for d in (self.state, self.conf_dir, tmp / "opt"):
+            d.mkdir(parents=True)
+        self.vars = {
+            "bitcoind_instances": [
+                {"name": "a", "impl": "core", "network": "regtest", "tor_mode": "clearnet"},
+                {"name": "b", "impl": "core", "network": "regtest", "tor_mode": "clearnet"},
+            ],
+            "bitcoind_releases": RELEASES,
+            "bitcoind_release_signers": [SIGNER],
+            "bitcoind_home": str(tmp / "home"),
+            "bitcoind_install_root": str(tmp / "opt"),
+            "bitcoind_pending_restart_dir": str(self.pending),
+            "bitcoind_onion_key_backup": False,
+        }
+
+    def run(self, *args, hosts=None):
+        extra = json.dumps({"bitcoind_supervisor_conf_dir": str(self.conf_dir)})
+        env = {"HARNESS_DIR": str(self.state), "HARNESS_CONF_DIR": str(self.conf_dir)}
+        for f in self.state.glob("*.jsonl"):
+            f.unlink()
+        rc, out, _ = run_play(
+            self.tmp, self.collections, PLAY, self.vars, extra_args=("-e", extra, *args), hosts=hosts, env=env
+        )
+        return rc, out
+
+    def calls(self, module):
+        path = self.state / f"{module}.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def program_states(self):
+        (call,) = self.calls("supervisord_program")
+        return {p["name"]: p["state"] for p in call["params"]["programs"]}
+
+    def markers(self):
+        return sorted(os.listdir(self.pending)) if self.pending.exists() else []
+
+
+def recap(out):
+    m = re.search(r"testnode\s+: ok=\d+\s+changed=(\d+)", out)
+    assert m, out
+    return int(m.group(1))
+
+
+@pytest.fixture
+def host(tmp_path, collections):
+    return Host(tmp_path, collections)
+
+
+def test_an_interrupted_restart_is_done_by_the_next_converge(host):
+    rc, out = host.run()
+    assert rc == 0, out
+    assert host.markers() == []  # new programs: nothing was running, no marker needed
+
+    # A change of both bitcoin.conf files, then the play stops before the restart (the
+    # supervisord batch fails): the old daemons keep running.
+    host.vars["bitcoind_rpc_allow_ip"] = ["127.0.0.1", "127.0.0.2"]
+    (host.state / "fail_supervisord").write_text("")
+    rc, out = host.run()
+    assert rc != 0, out
+    assert host.markers() == ["a", "b"]
+    st = os.stat(host.pending)
+    assert (st.st_uid, st.st_mode & 0o777) == (0, 0o700)
+    (host.state / "fail_supervisord").unlink()
+
+    # bitcoin.conf is already right: only the marker says the restart is due. --check reports it.
+    rc, out = host.run("--check", "--diff")
+    assert rc == 0, out
+    assert host.program_states() == {"bitcoind-a": "restarted", "bitcoind-b": "restarted"}
+    assert recap(out) > 0
+    assert host.markers() == ["a", "b"]  # check mode writes and removes nothing
+
+    rc, out = host.run()
+    assert rc == 0, out
+    assert host.program_states() == {"bitcoind-a": "restarted", "bitcoind-b": "restarted"}
+    assert host.markers() == []
+
+    # converged: nothing due, nothing changes, --check agrees
+    for args in ((), ("--check", "--diff")):
+        rc, out = host.run(*args)
+        assert rc == 0, out
+        assert host.program_states() == {"bitcoind-a": "started", "bitcoind-b": "started"}
+        assert recap(out) == 0, out
+
+
+def test_only_the_changed_instance_gets_a_marker(host):
+    rc, out = host.run()
+    assert rc == 0, out
+    host.vars["bitcoind_instances"][0]["dbcache"] = 400
+    (host.state / "fail_supervisord").write_text("")
+    rc, out = host.run()
+    assert rc != 0
+    assert host.markers() == ["a"]
+    (host.state / "fail_supervisord").unlink()
+    rc, out = host.run()
+    assert rc == 0, out
+    assert host.program_states() == {"bitcoind-a": "restarted", "bitcoind-b": "started"}
+    assert host.markers() == []
+
+
+def test_role_passes_the_new_bitcoind_instance_options(host):
+    """Issue 10.8 / 10.16 plumbing and the instance's own addnode list."""
+    host.vars["bitcoind_instances"][0]["addnode"] = ["203.0.113.5:8333"]
+    host.vars["bitcoind_instances"][1]["debug_log"] = "file"
+    rc, out = host.run()
+    assert rc == 0, out
+    by_name = {c["params"]["name"]: c["params"] for c in host.calls("bitcoind_instance")}
+    assert by_name["a"]["addnode"] == ["203.0.113.5:8333"]
+    assert "addnode" not in by_name["b"]
+    assert (by_name["a"]["debug_log"], by_name["b"]["debug_log"]) == ("console", "file")
+    assert by_name["a"]["rpc_allow_any"] is False
+    host.vars["bitcoind_rpc_allow_any"] = True
+    rc, out = host.run()
+    assert rc == 0, out
+    assert all(c["params"]["rpc_allow_any"] is True for c in host.calls("bitcoind_instance"))
+
+
+def test_every_program_log_is_bounded(host):
+    rc, out = host.run()
+    assert rc == 0, out
+    (call,) = host.calls("supervisord_program")
+    for prog in call["params"]["programs"]:
+        assert prog["redirect_stderr"] is True
+        assert prog["stdout_logfile_maxbytes"] == "50MB"
+        assert prog["stdout_logfile_backups"] >= 1
+    host.vars["bitcoind_log_maxbytes"] = "0"
+    rc, out = host.run()
+    assert rc != 0
+    assert "bitcoind_log_maxbytes" in out
+
+
+def test_fleet_peers_reach_bitcoind_instance(host):
+    """Issue 9: the role passes the fleet_peers filter's lines after the instance's own."""
+    other = dict(host.vars)
+    other["bitcoind_instances"] = [{"name": "c", "impl": "core", "network": "regtest", "tor_mode": "clearnet"}]
+    mine = dict(host.vars, bitcoind_fleet_peering=True)
+    mine["bitcoind_instances"] = [
+        {"name": "a", "impl": "core", "network": "regtest", "tor_mode": "both", "addnode": ["192.0.2.1"]},
+        {"name": "s", "impl": "core", "network": "signet", "tor_mode": "clearnet"},
+    ]
+    other["bitcoind_fleet_peering"] = True
+    other["bitcoind_peer_address"] = "10.9.8.7"
+    rc, out = host.run("--limit", "testnode", hosts={"testnode": mine, "zz-other": other})
+    assert rc == 0, out
+    by_name = {c["params"]["name"]: c["params"] for c in host.calls("bitcoind_instance")}
+    from ansible_collections.nodefleet.bitcoin.plugins.filter.port_plan import plan_ports
+
+    port = plan_ports([{"name": "c"}])["c"]["p2p"]
+    assert by_name["a"]["addnode"] == ["192.0.2.1", f"10.9.8.7:{port}"]
+    assert "addnode" not in by_name["s"]
