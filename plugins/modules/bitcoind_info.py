@@ -194,10 +194,17 @@ seealso:
 EXAMPLES = r"""
 - name: Status of every instance on the host, credentials from the vault
   nodefleet.bitcoin.bitcoind_info:
-    credentials:
-      main1: {user: monitor, password: "{{ vault_main1_rpc_password }}"}
-      test1: {user: monitor, password: "{{ vault_test1_rpc_password }}"}
+    rpc_credentials:
+      - {name: main1, user: monitor, password: "{{ vault_main1_rpc_password }}"}
+      - {name: test1, user: monitor, password: "{{ vault_test1_rpc_password }}"}
   register: status
+
+- name: Fail when an instance is in a restart loop (5 restarts since supervisord started)
+  nodefleet.bitcoin.bitcoind_info:
+    rpc_credentials: "{{ status_rpc_credentials }}"
+    restart_loop_threshold: 5
+  register: loops
+  failed_when: loops.instances | selectattr('restart_loop') | list | length > 0
 
 - name: Status of instances the role knows, with a 3 s budget
   nodefleet.bitcoin.bitcoind_info:
