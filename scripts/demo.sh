@@ -17,4 +17,4 @@ if [ "${1:-up}" = down ]; then
 fi
 fleet_up "$INVENTORY"
 ansible-playbook -i "$INVENTORY" playbooks/status.yml
-release_daemons build/release
+release_daemons build/release build/status/fleet-status.json
