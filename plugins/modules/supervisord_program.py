@@ -780,8 +780,7 @@ class Runner:
                     error = (
                         f"{path} is a symlink to a directory; refusing to replace it (remove it or pick another name)"
                     )
-                return current if error is None else None
-            if stat.S_ISDIR(st.st_mode):
+            elif stat.S_ISDIR(st.st_mode):
                 error = f"{path} is a directory; refusing to replace it (remove it or pick another name)"
             elif not stat.S_ISREG(st.st_mode):
                 error = f"{path} is not a regular file; refusing to replace it"
@@ -811,7 +810,7 @@ class Runner:
             name = prog["name"]
             path = conf_file_for(prog)
             fd = self.conf_dir_fd(prog)
-            current = self.read_current(prog, fd, path)
+            current = self.current[name]
             before = current["text"]
             old_env = _environment_of(before) or {}
             self.secrets.extend(f"{v}" for env in old_env.values() for v in env.values() if f"{v}" != "")
@@ -853,6 +852,12 @@ class Runner:
                     diff["before_header"] = f"{path} (a symlink; replaced by a regular file, its target untouched)"
                 self.diffs.append(diff)
         return plans
+
+    def read_all(self):
+        """Open every conf_dir and read every program file (refusing what cannot be replaced) first."""
+        self.current = {}
+        for prog in self.programs:
+            self.current[prog["name"]] = self.read_current(prog, self.conf_dir_fd(prog), conf_file_for(prog))
 
     def _loaded(self, name, current, pre, before_infos):
         """What supervisord has loaded for this program (see decide_apply)."""
@@ -1101,6 +1106,7 @@ class Runner:
         check = self.module.check_mode
         self.progs = {p["name"]: p for p in self.programs}
         before_infos = self._before_infos = self.infos()
+        self.read_all()
         pre = None
         if not check:
             added, changed, _removed = self.reload([], written=False)
