@@ -181,6 +181,14 @@ options:
       - Needs O(count_restarts=true); without it RV(instances[].restart_loop) is always false.
     type: int
     default: 3
+  restart_loop_window:
+    description:
+      - Seconds a program must stay RUNNING to count as out of a restart loop again. The restart count covers
+        everything since supervisord started, so without this a program that looped once would be reported in
+        a loop until supervisord restarts; with it, a program RUNNING for longer than this is not in a loop
+        whatever its count (V(0) turns this off - then the count alone decides).
+    type: int
+    default: 300
 notes:
   - "supervisord has no restart counter. C(instances[].supervisord.restarts) is the number of
     C(spawned: '<program>') lines in supervisord's main log since its last
@@ -242,8 +250,9 @@ instances:
     restart_loop:
       description:
         - True when supervisord restarted the program at least O(restart_loop_threshold) times in the
-          log window read (RV(instances[].supervisord.restarts)); false otherwise, also when restarts
-          are not counted or supervisord was not queried.
+          log window read (RV(instances[].supervisord.restarts)) and it has not been RUNNING for longer
+          than O(restart_loop_window) since its last start; false otherwise, also when restarts are not
+          counted or supervisord was not queried.
       type: bool
       sample: false
     message: {description: Why the state is not up (empty when up)., type: str, sample: connection refused on 127.0.0.1:8332}
@@ -461,9 +470,13 @@ def classify_state(rpc_state: str, supervisor_state: str | None, supervised_know
     return rpc_state, unsupervised
 
 
-def is_restart_loop(restarts, threshold: int) -> bool:
-    """True when ``restarts`` (``count_restarts``; None = not counted) reaches ``threshold``."""
-    return restarts is not None and restarts >= threshold
+def is_restart_loop(restarts, threshold: int, uptime=None, window: int = 0) -> bool:
+    """True when ``restarts`` (``count_restarts``; None = not counted) reaches ``threshold``
+    and the program has not been RUNNING (``uptime`` seconds, None when not running) for
+    more than ``window`` seconds (0: no such limit)."""
+    if restarts is None or restarts < threshold:
+        return False
+    return not (window and uptime is not None and uptime > window)
 
 
 def summarise(results: list) -> dict:
@@ -779,9 +792,10 @@ def assemble(targets: list, results: dict, supervisor: dict, params: dict) -> li
         info = supervisor.get("processes", {}).get(target["program"]) if queried else None
         result["supervisord"] = supervisor_view(info, supervisor.get("log"), target["program"]) if queried else None
         sup_state = info.get("statename") if info else None
-        restarts = result["supervisord"]["restarts"] if result["supervisord"] else None
+        view = result["supervisord"] or {}
+        restarts = view.get("restarts")
         threshold = params["restart_loop_threshold"]
-        result["restart_loop"] = is_restart_loop(restarts, threshold)
+        result["restart_loop"] = is_restart_loop(restarts, threshold, view.get("uptime"), params["restart_loop_window"])
         rpc_state = result["state"]
         result["state"], result["unsupervised"] = classify_state(
             rpc_state, sup_state, bool(queried), result["restart_loop"]
@@ -838,6 +852,7 @@ def main():
             supervisor_url=dict(type="str", default="unix:///var/run/supervisor.sock"),
             count_restarts=dict(type="bool", default=True),
             restart_loop_threshold=dict(type="int", default=3),
+            restart_loop_window=dict(type="int", default=300),
         ),
         supports_check_mode=True,
     )
@@ -858,6 +873,8 @@ def main():
                 raise ValidationError("supervisor_url", exc.reason) from None
         if params["restart_loop_threshold"] < 1:
             raise ValidationError("restart_loop_threshold", "must be at least 1")
+        if params["restart_loop_window"] < 0:
+            raise ValidationError("restart_loop_window", "must be 0 (no limit) or a number of seconds")
         validate_credentials(params["credentials"])
         params["credentials"] = merge_credentials(params["rpc_credentials"], params["credentials"])
         for index, spec in enumerate(params["instances"]):

@@ -91,6 +91,33 @@ def test_a_restart_loop_is_flagged_and_reported(
         assert "RPC up" in instance["message"]  # what RPC answered is kept
 
 
+@pytest.mark.parametrize(
+    ("uptime", "extra", "loop"),
+    [
+        (299, {}, True),
+        (301, {}, False),  # stable for longer than restart_loop_window (300 s): out of the loop
+        (5000, {"restart_loop_window": 0}, True),  # 0: the count alone decides
+        (5000, {"restart_loop_window": 6000}, True),
+    ],
+)
+def test_a_program_running_longer_than_the_window_is_out_of_the_loop(
+    fake_bitcoind,  # noqa: F811
+    fake_supervisord,  # noqa: F811
+    capsys,
+    tmp_path,
+    uptime,
+    extra,
+    loop,
+):
+    port = fake_bitcoind()
+    fake_supervisord["processes"] = [process("bitcoind-loop1", "RUNNING", 100, 1000, 1000 + uptime)]
+    fake_supervisord["log"] = spawns("bitcoind-loop1", 10)
+    result, _out = run_module(info_args(port, fake_supervisord["url"], tmp_path, **extra), capsys)
+    (instance,) = result["instances"]
+    assert instance["supervisord"]["restarts"] == 9
+    assert (instance["restart_loop"], instance["state"]) == (loop, "restarting" if loop else "up")
+
+
 def test_a_program_supervisord_gave_up_on_is_down_but_flagged(
     fake_bitcoind,  # noqa: F811
     fake_supervisord,  # noqa: F811
@@ -113,11 +140,12 @@ def test_without_supervisord_there_is_no_restart_loop(fake_bitcoind, capsys, tmp
     assert (instance["state"], instance["restart_loop"]) == ("up", False)
 
 
-def test_restart_loop_threshold_must_be_positive(capsys, tmp_path):
-    with patch_module_args(info_args(1234, "", tmp_path, restart_loop_threshold=0)), pytest.raises(SystemExit):
+@pytest.mark.parametrize("option, value", [("restart_loop_threshold", 0), ("restart_loop_window", -1)])
+def test_restart_loop_options_are_checked(capsys, tmp_path, option, value):
+    with patch_module_args(info_args(1234, "", tmp_path, **{option: value})), pytest.raises(SystemExit):
         bitcoind_info.main()
     result = json.loads(capsys.readouterr().out)
-    assert result["failed"] is True and result["msg"].startswith("restart_loop_threshold: ")
+    assert result["failed"] is True and result["msg"].startswith(option + ": ")
 
 
 def test_restarting_is_a_documented_state():
