@@ -318,6 +318,7 @@ from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     NETWORKS,
     ValidationError,
     check_abs_path,
+    check_line_value,
     check_name,
     check_port,
     check_rpc_user,
@@ -547,6 +548,10 @@ def validate_instance(spec: dict, index: int) -> None:
         check_name(option + ".program", spec["program"])
     if spec.get("rpc_user"):
         check_rpc_user(option + ".rpc_user", spec["rpc_user"])
+    if spec.get("rpc_host") is not None:
+        host = check_line_value(option + ".rpc_host", spec["rpc_host"], allow_empty=False)
+        if any(char.isspace() for char in host) or not host.isascii():
+            raise ValidationError(option + ".rpc_host", f"{host!r} is not a host name or IP address")
 
 
 def validate_credentials(credentials: dict) -> None:

@@ -347,7 +347,12 @@ def check_system(services: list[dict], settings: dict) -> tuple[int, int]:
         raise ValidationError("torrc_dir", f"{exc.path} {exc.reason}") from None
     if kind != "dir":
         raise ValidationError("torrc_dir", "{} is not an existing directory".format(settings["torrc_dir"]))
-    torrc = read_text(settings["torrc_file"])
+    try:
+        torrc = read_text(settings["torrc_file"])
+    except UnicodeDecodeError:
+        raise ValidationError("torrc_file", "{} is not UTF-8 text".format(settings["torrc_file"])) from None
+    except OSError as exc:
+        raise ValidationError("torrc_file", "cannot read {}: {}".format(settings["torrc_file"], exc.strerror)) from None
     if torrc is None:
         raise ValidationError("torrc_file", "{} does not exist".format(settings["torrc_file"]))
     for svc in services:

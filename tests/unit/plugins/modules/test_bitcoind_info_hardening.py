@@ -242,3 +242,18 @@ def test_fail_json_is_never_called_inside_an_except_block(monkeypatch, tmp_path,
     with patch_module_args(dict({"conf_dir": str(tmp_path), "supervisor_url": ""}, **args)), pytest.raises(SystemExit):
         bitcoind_info.main()
     assert calls == [False]
+
+
+@pytest.mark.parametrize("rpc_host", ["127.0.0.1\n", "local host", "h\x00st", "\udcff", "", "hôst"])
+def test_rpc_host_must_be_a_plain_host(monkeypatch, tmp_path, rpc_host):
+    calls = []
+
+    def fail_json(self, **kwargs):
+        calls.append(kwargs["msg"])
+        raise SystemExit(1)
+
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+    args = {"instances": [{"name": "a1", "rpc_host": rpc_host, "rpc_port": 8332}], "supervisor_url": ""}
+    with patch_module_args(dict(args, conf_dir=str(tmp_path))), pytest.raises(SystemExit):
+        bitcoind_info.main()
+    assert len(calls) == 1 and calls[0].startswith("instances[0].rpc_host: "), calls

@@ -222,3 +222,16 @@ def test_remove_service_dir_never_follows_a_link(host):
     with pytest.raises(safe_fs.UnsafePath):
         tor.remove_service_dir(str(host / "services" / "b"))
     assert fingerprint(victim) == before
+
+
+@pytest.mark.parametrize("content", [b"SocksPort 9050\n\xff\xfe\n", None])
+def test_an_unreadable_torrc_is_a_clean_failure(host, content):
+    torrc = host / "torrc"
+    torrc.unlink()
+    if content is None:
+        torrc.mkdir()  # a directory where the torrc should be
+    else:
+        torrc.write_bytes(content)
+    args = {**base_args(host), "name": "a", "ports": P2P, "service_dir": str(host / "services" / "a")}
+    outcome, result = call(host, args)
+    assert outcome == "fail" and result["msg"].startswith("torrc_file: "), result
