@@ -274,3 +274,69 @@ def test_fleet_peers_reach_bitcoind_instance(host):
     port = plan_ports([{"name": "c"}])["c"]["p2p"]
     assert by_name["a"]["addnode"] == ["192.0.2.1", f"10.9.8.7:{port}"]
     assert "addnode" not in by_name["s"]
+
+
+def test_supervisord_batch_restarts_one_at_a_time_and_fails_on_restart_loops(host):
+    """Issues 10.12 / 10.14: the role passes supervisord_program's loop detection, serial restarts
+    and reload_when; a fleet-wide program setting restarts no instance and leaves no marker."""
+    rc, out = host.run()
+    assert rc == 0, out
+    (call,) = host.calls("supervisord_program")
+    top = {k: v for k, v in call["params"].items() if k != "programs"}
+    assert top["serial_restarts"] is True
+    assert top["reload_when"] == "restart"
+    assert (top["restart_loop_threshold"], top["restart_loop_window"]) == (3, 600)
+    host.vars.update(bitcoind_startsecs=9, bitcoind_log_maxbytes="20MB", bitcoind_restart_loop_threshold=0)
+    rc, out = host.run()
+    assert rc == 0, out
+    assert host.program_states() == {"bitcoind-a": "started", "bitcoind-b": "started"}
+    (call,) = host.calls("supervisord_program")
+    assert call["params"]["restart_loop_threshold"] == 0
+    assert {p["startsecs"] for p in call["params"]["programs"]} == {9}
+    assert host.markers() == []
+
+
+def test_key_backup_copies_only_an_onion_key(tmp_path, collections):
+    """Issue 10.4: the key backup slurps inside debian-tor's directory by path; a key file that is
+    a link to another file (here a fake /etc/shadow) must not end up on the controller."""
+    import base64
+
+    tor = tmp_path / "tor"
+    backup = tmp_path / "backup"
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$secret:19000:0:99999:7:::\n")
+    good = b"== ed25519v1-secret: type0 ==\x00\x00\x00" + bytes(range(64))
+    for name, make in (("good", None), ("evil", secret)):
+        (tor / f"nodefleet-{name}").mkdir(parents=True)
+        key = tor / f"nodefleet-{name}" / "hs_ed25519_secret_key"
+        if make:
+            key.symlink_to(make)
+        else:
+            key.write_bytes(good)
+    play = [
+        {
+            "hosts": "fleet",
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "ansible.builtin.include_role": {"name": "nodefleet.bitcoin.bitcoind", "tasks_from": "backup_keys"},
+                    "vars": {
+                        "bitcoind__backup_needed": ["good", "evil"],
+                        "bitcoind__onion": {"good": "g" * 56 + ".onion", "evil": "e" * 56 + ".onion"},
+                    },
+                }
+            ],
+        }
+    ]
+    extra = json.dumps({"bitcoind__tor_data_dir": str(tor), "bitcoind__backup_path": str(backup)})
+    rc, out, _ = run_play(tmp_path, collections, play, {}, extra_args=("-e", extra))
+    assert rc != 0, out
+    assert "['evil']" in out and "not an ed25519" in out, out
+    assert "secret:19000" not in out
+    assert not backup.exists() or not any(backup.iterdir())
+    # only good keys: backed up
+    (tor / "nodefleet-evil" / "hs_ed25519_secret_key").unlink()
+    (tor / "nodefleet-evil" / "hs_ed25519_secret_key").write_bytes(good)
+    rc, out, _ = run_play(tmp_path, collections, play, {}, extra_args=("-e", extra))
+    assert rc == 0, out
+    assert (backup / "good.b64").read_text() == base64.b64encode(good).decode()

@@ -3,9 +3,12 @@ the supervisor, tor and bitcoind roles replaced by stubs that only record what t
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 
-from tests.integration.role_harness import record, run_play, stub_collection
+from tests.integration.role_harness import REPO, record, run_play, stub_collection
 
 STUBS = {
     "bitcoind": {
@@ -49,3 +52,34 @@ def test_without_the_tor_role_the_inventory_socks_settings_still_reach_bitcoind(
     assert rc == 0, out
     assert "tor" not in seen
     assert seen.get("main_proxy") == "127.0.0.1:9350", out
+
+
+SITE = [{"ansible.builtin.import_playbook": os.path.join(REPO, "playbooks", "site.yml")}]
+SITE_STUBS = {"node": {"main.yml": [record("host", "{{ inventory_hostname }}")]}}
+THREE = {"n1": {}, "n2": {}, "n3": {}}
+
+
+@pytest.fixture(scope="module")
+def site_collections(tmp_path_factory):
+    return stub_collection(tmp_path_factory.mktemp("site"), SITE_STUBS)
+
+
+def batches(out: str) -> int:
+    return out.count("PLAY [Converge Bitcoin node hosts]")
+
+
+def test_site_converges_every_host_at_once_by_default(tmp_path, site_collections):
+    rc, out, _ = run_play(tmp_path, site_collections, SITE, {}, hosts=THREE)
+    assert rc == 0, out
+    assert batches(out) == 1, out
+
+
+@pytest.mark.parametrize(("serial", "expected"), [("1", 3), ("2", 2), ("34%", 3), ('["1", "100%"]', 2)])
+def test_site_rolls_across_hosts_with_nodefleet_serial(tmp_path, site_collections, serial, expected):
+    """Issue 10.14: a fleet-wide restart can be rolled host by host (one batch per `serial` step)."""
+    extra = serial if serial.startswith("[") else json.dumps(serial)
+    rc, out, _ = run_play(
+        tmp_path, site_collections, SITE, {}, hosts=THREE, extra_args=("-e", '{"nodefleet_serial": %s}' % extra)
+    )
+    assert rc == 0, out
+    assert batches(out) == expected, out
