@@ -409,6 +409,10 @@ def validate(params: dict) -> dict:
     if purge and state != "absent":
         raise ValidationError("purge", "only applies with state=absent")
     datadir = check_managed_dir("datadir", p["datadir"] if p["datadir"] is not None else f"/var/lib/bitcoind/{name}")
+    # Linux limits (NAME_MAX 255 bytes a component, PATH_MAX 4096): refuse up front with the
+    # option named instead of failing half-way with ENAMETOOLONG.
+    if any(len(part.encode("utf-8")) > 255 for part in datadir.split("/")) or len(datadir.encode("utf-8")) > 4000:
+        raise ValidationError("datadir", "is too long (at most 255 bytes a path component and 4000 in all)")
 
     result = {
         "name": name,

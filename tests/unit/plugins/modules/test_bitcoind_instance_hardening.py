@@ -161,6 +161,14 @@ def test_datadir_root_system_dir_or_whitespace_is_refused(capsys, args, datadir)
     assert_refused(run_main(capsys, args, check=True))
 
 
+@pytest.mark.parametrize("check", [False, True])
+def test_too_long_datadir_is_refused_naming_the_option(capsys, args, check):
+    args["datadir"] = args["datadir"] + "a" * 300
+    result = run_main(capsys, args, check=check)
+    assert_refused(result)
+    assert "too long" in result["msg"]
+
+
 @pytest.mark.parametrize("char", ["\r", "\t", "\x1b", "\x7f", "\x00", "\x01", "\x1f", "\n", "\u2028"])
 def test_control_characters_in_datadir_are_refused(capsys, args, char):
     args["datadir"] = args["datadir"] + char + "x"
