@@ -437,12 +437,17 @@ def inspect_datadir(n: dict) -> str:
 
 
 def read_current(dir_fd: int, n: dict) -> tuple[str | None, os.stat_result | None, bool]:
-    """(content, lstat, is_symlink) of bitcoin.conf in the opened datadir; nothing followed."""
+    """(content, lstat, replace) of bitcoin.conf in the opened datadir; nothing followed.
+
+    ``replace`` is True for a symlink or a file with more than one hard link: such a file is
+    never read (it could be another file's content, e.g. a link to /etc/shadow, which would
+    land in the diff) nor chowned (fchown would change the other file); it is replaced by a
+    new regular file (rename over the name).
+    """
     st = safe_fs.lstat_at(dir_fd, CONF_NAME)
     if st is None:
         return None, None, False
-    if stat.S_ISLNK(st.st_mode):
-        # Replaced by a regular file on write (rename over the link); the target is never read.
+    if stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink > 1):
         return None, st, True
     if not stat.S_ISREG(st.st_mode):
         raise ValidationError("datadir", f"{n['conf_file']} exists and is not a regular file; refusing to replace it")
@@ -468,19 +473,19 @@ def ensure_present(module, n: dict) -> dict:
     if module.params["check_ports"]:
         check_ports_free(n)
 
-    current, conf_st, conf_is_link, dir_st = None, None, False, None
+    current, conf_st, conf_replace, dir_st = None, None, False, None
     if kind == "dir":
         try:
             with safe_fs.opened_dir(datadir) as dir_fd:
                 dir_st = os.fstat(dir_fd)
                 _check_network_dir_at(dir_fd, n)
-                current, conf_st, conf_is_link = read_current(dir_fd, n)
+                current, conf_st, conf_replace = read_current(dir_fd, n)
         except safe_fs.UnsafePath as exc:
             raise _unsafe(exc) from None
 
     n = bitcoin_conf.with_rpc_users(n, current)
     content = bitcoin_conf.render(n)
-    content_changed = conf_is_link or current != content
+    content_changed = conf_replace or current != content
     dir_changed = safe_fs.attrs_differ(dir_st, uid, gid, DIR_MODE)
     file_attrs_changed = current is not None and safe_fs.attrs_differ(conf_st, uid, gid, CONF_MODE)
     changed = content_changed or dir_changed or file_attrs_changed

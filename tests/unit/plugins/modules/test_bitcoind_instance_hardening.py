@@ -118,6 +118,24 @@ def test_symlinked_conf_is_replaced_by_a_regular_file_and_the_target_untouched(c
     assert stat.S_IMODE(os.stat(victim / "keep.conf").st_mode) == target_mode
 
 
+def test_hardlinked_conf_is_neither_read_nor_chowned_but_replaced(capsys, args, victim):
+    """A bitcoin.conf hard-linked to another file (e.g. /etc/shadow): its content must not reach
+    the diff and fchown must not change the other file."""
+    run_main(capsys, args)
+    conf = os.path.join(args["datadir"], "bitcoin.conf")
+    secret = victim / "shadow"
+    with open(conf, encoding="utf-8") as handle:
+        secret.write_text(handle.read())  # same content: only owner/mode would "need" fixing
+    os.chmod(secret, 0o640)
+    os.unlink(conf)
+    os.link(secret, conf)
+    result = run_main(capsys, args, diff=True)
+    assert result.get("failed") is not True, result
+    assert result["diff"]["before"] == ""
+    assert stat.S_IMODE(os.stat(secret).st_mode) == 0o640, "the other file's mode was not touched"
+    assert os.stat(secret).st_nlink == 1 and os.stat(conf).st_nlink == 1, "bitcoin.conf is a new file"
+
+
 def test_no_path_based_chown_or_chmod_is_used(args, capsys, monkeypatch):
     """Owner and mode go through descriptors: os.chown/os.chmod/lchown by path never run."""
 
