@@ -54,7 +54,8 @@ options:
   purge:
     description:
       - With O(state=absent), remove the datadir recursively (chain data included). Refused
-        unless the datadir holds a C(bitcoin.conf) this module wrote for this O(name).
+        unless the datadir holds a C(bitcoin.conf) this module wrote for this O(name), and
+        for a symlinked datadir. Symlinks inside it are removed, never followed.
       - Stop the daemon first; this module does not stop processes.
     type: bool
     default: false
@@ -83,8 +84,14 @@ options:
   datadir:
     description:
       - Absolute path of the datadir, without C(..) components. Missing parent directories
-        are created (mode 0755).
+        are created (owned by the user running the module, mode 0755).
       - Defaults to C(/var/lib/bitcoind/<name>).
+      - Refused - the filesystem root, system directories (C(/etc), C(/var/lib), C(/usr) ...),
+        whitespace or control characters, and a symlink anywhere in the path or as the
+        network directory (the bitcoin user owns the datadir and could point it elsewhere).
+        Everything inside the datadir is done through directory descriptors, never by path,
+        and a C(bitcoin.conf) that is a symlink or has several hard links is replaced by a
+        new file, its target never read or changed.
     type: str
   owner:
     description: User owning the datadir (mode 0750) and C(bitcoin.conf) (mode 0600). Must exist.
@@ -136,7 +143,10 @@ options:
     elements: dict
     suboptions:
       user:
-        description: User name (no C(:), C($), C(#), C(=) or whitespace).
+        description:
+          - User name, 1-64 printable ASCII characters without C(:), C($), C(#), C(=),
+            whitespace or control characters (the same rule applies to the user part of
+            O(rpcauth) values).
         type: str
         required: true
       password:
