@@ -443,10 +443,17 @@ def test_parse_peers_accepts_hex_or_int_services_and_derives_network():
             {"addr": "1.2.3.4:8333", "services": "20000c09", "subver": "/Satoshi:29.1.0/Knots:20250903/"},
             {"addr": "x" * 56 + ".onion:8333", "services": 1033, "inbound": True},
             {"addr": "[2001:db8::1]:8333"},
+            {"addr": "[2a01:4f8::1]:8333"},
+            {"addr": "127.0.0.1:18444"},
+            {"addr": "10.1.2.3:8333"},
+            {"addr": "203.0.113.5:8333"},
         ]
     )
     assert [p["services"] for p in peers[:2]] == [0x20000C09, 1033]
-    assert [p["network"] for p in peers] == ["ipv4", "onion", "ipv6"]
+    # Core's GetNetClass: documentation, loopback and private addresses are not publicly routable
+    assert [p["network"] for p in peers] == ["ipv4", "onion"] + ["not_publicly_routable", "ipv6"] + [
+        "not_publicly_routable"
+    ] * 3
 
 
 @pytest.mark.parametrize(
