@@ -373,3 +373,23 @@ def _answers(client, method):
     except bitcoin_rpc.RpcFailure:
         client.close()
         return None
+
+
+# -- the skip rule -----------------------------------------------------------------------------
+
+
+def test_absent_archive_skips_only_outside_ci(monkeypatch, tmp_path):
+    """Without the archive these tests skip (saying why) when CI is unset, and fail in CI."""
+    from ansible_collections.nodefleet.bitcoin.tests.integration import real_core as rc
+
+    monkeypatch.setenv(rc.ARCHIVE_DIR_ENV, str(tmp_path / "nonexistent"))
+    archive, reason = rc.find_archive()
+    assert archive is None and str(tmp_path / "nonexistent") in reason and rc.ARCHIVE_DIR_ENV in reason
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no real Bitcoin Core"):
+        rc.skip_or_fail(reason)
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the real-Core tests"):
+        rc.skip_or_fail(reason)
+    (tmp_path / "nonexistent").mkdir()
+    assert rc.find_archive()[0] is None  # an empty directory is absence too

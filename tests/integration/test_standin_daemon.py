@@ -820,3 +820,34 @@ def test_rendered_logging_peering_and_tor_options_are_accepted(make_daemon, log_
     stdout = (d.root / "stdout.txt").read_text()
     assert ("Shutdown: done" in stdout) is console
     assert d.proc.stderr.read() == b""
+
+
+def test_release_takes_the_real_core_archive_from_the_override_dir(tmp_path):
+    """NODEFLEET_CORE_ARCHIVE_DIR points the build at another copy of the real archive."""
+    archive, reason = real_core.find_archive()
+    if archive is None:
+        real_core.skip_or_fail(reason)
+    copy = tmp_path / "core"
+    copy.mkdir()
+    shutil.copy(archive, copy / archive.name)
+    shutil.copy(archive.parent / "SHA256SUMS", copy / "SHA256SUMS")
+    out = tmp_path / "out"
+    env = dict(os.environ, NODEFLEET_CORE_ARCHIVE_DIR=str(copy))
+    proc = subprocess.run(
+        ["bash", str(BUILDER), str(out)], capture_output=True, text=True, timeout=180, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    version = real_core.version_of(archive)
+    assert f"core = real Bitcoin Core {version} ({copy / archive.name}, sha256 verified" in proc.stdout
+    data = json.loads((out / "releases.json").read_text())
+    assert data["core_source"] == str(copy / archive.name)
+    core = next(r for r in data["releases"] if r["impl"] == "core")
+    expected = (f"bitcoin-core-{version}", version, f"bitcoin-{version}")
+    assert (core["daemon"], core["version"], core["topdir"]) == expected
+    assert (out / "core" / archive.name).read_bytes() == archive.read_bytes()
+    # the bad/ fixtures stay the stand-in's, whatever core/ holds
+    assert sorted(p.name for p in (out / "bad" / "one-signer").iterdir()) == [
+        "SHA256SUMS",
+        "SHA256SUMS.asc",
+        "bitcoin-30.0-x86_64-linux-gnu.tar.gz",
+    ]
