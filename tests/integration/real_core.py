@@ -116,10 +116,12 @@ def announce(config, line: str) -> None:
         return
     _announced = True
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\n[nodefleet] {line}")
-    else:
-        print(f"[nodefleet] {line}")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        if reporter is not None:
+            reporter.write_line(f"\n[nodefleet] {line}")
+        else:
+            print(f"[nodefleet] {line}")
 
 
 @pytest.fixture(scope="session")
