@@ -812,8 +812,6 @@ class Runner:
             fd = self.conf_dir_fd(prog)
             current = self.current[name]
             before = current["text"]
-            old_env = _environment_of(before) or {}
-            self.secrets.extend(f"{v}" for env in old_env.values() for v in env.values() if f"{v}" != "")
             self.stopwait[name] = stop_wait_seconds(prog, before)
             statename = self.statename(before_infos, name)
             action, pending = "none", []
@@ -857,7 +855,11 @@ class Runner:
         """Open every conf_dir and read every program file (refusing what cannot be replaced) first."""
         self.current = {}
         for prog in self.programs:
-            self.current[prog["name"]] = self.read_current(prog, self.conf_dir_fd(prog), conf_file_for(prog))
+            current = self.read_current(prog, self.conf_dir_fd(prog), conf_file_for(prog))
+            self.current[prog["name"]] = current
+            # the values in the current file are secrets too (a changed password's old value)
+            old_env = _environment_of(current["text"]) or {}
+            self.secrets.extend(f"{v}" for env in old_env.values() for v in env.values() if f"{v}" != "")
 
     def _loaded(self, name, current, pre, before_infos):
         """What supervisord has loaded for this program (see decide_apply)."""
