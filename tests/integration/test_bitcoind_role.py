@@ -177,6 +177,8 @@ def test_an_interrupted_restart_is_done_by_the_next_converge(host):
     rc, out = host.run()
     assert rc == 0, out
     assert host.markers() == []  # new programs: nothing was running, no marker needed
+    # ... and nothing to restart: they are added and started together, not restarted one by one
+    assert host.program_states() == {"bitcoind-a": "started", "bitcoind-b": "started"}
 
     # A change of both bitcoin.conf files, then the play stops before the restart (the
     # supervisord batch fails): the old daemons keep running.
