@@ -1087,7 +1087,7 @@ class Runner:
         now = time.time()
         failed = self.failed_names()
         for name in names:
-            since = max(now - window, self.touched.get(name, 0)) if window else self.touched.get(name)
+            since = max(now - window, self.touched.get(name, 0), 0) if window else self.touched.get(name)
             lines = unexpected_exit_lines(log, name, since) or []
             self.results[name]["restarts"] = len(lines)
             prog = self.progs[name]
