@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 
 from ansible_collections.nodefleet.bitcoin.plugins.filter.port_plan import PortPlanError, plan_ports
 
@@ -94,6 +95,7 @@ _value:
   type: dict
 """
 
+INSTANCE_KEYS = ("name", "state", "network", "tor_mode", "port_slot", "ports")
 CLEARNET_LISTEN = ("clearnet", "both")
 USES_TOR = ("tor-only", "both")
 ROLE_DEFAULTS = {
@@ -167,13 +169,16 @@ def host_instances(host: str, hostvars, defaults: dict, instances=None) -> list:
     if not isinstance(raw, (list, tuple)):
         raise FleetPeersError(f"host {host!r}: bitcoind_instances must be a list, got {type(raw).__name__}")
     inst_defaults = host_setting(host, hostvars, defaults, "instance_defaults") or {}
-    if not isinstance(inst_defaults, dict):
+    if not isinstance(inst_defaults, Mapping):
         raise FleetPeersError(f"host {host!r}: bitcoind_instance_defaults must be a dict")
     merged = []
     for item in raw:
-        if not isinstance(item, dict):
+        if not isinstance(item, Mapping):
             raise FleetPeersError(f"host {host!r}: every bitcoind_instances item must be a dict")
-        merged.append({**dict(inst_defaults), **dict(item)})
+        # Only the keys peering needs: never touch rpc_users (vaulted passwords stay unread).
+        inst = {key: inst_defaults[key] for key in INSTANCE_KEYS if key in inst_defaults}
+        inst.update({key: item[key] for key in INSTANCE_KEYS if key in item})
+        merged.append(inst)
     try:
         plan = plan_ports(
             merged,

@@ -209,3 +209,24 @@ def test_through_ansible_with_lazy_hostvars_and_a_limited_play(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f'PEERS={{"r": ["b.fleet:{p2p("r")}"]}}' in proc.stdout.replace('\\"', '"'), proc.stdout
+
+
+class Untouchable(dict):
+    """An instance dict whose rpc_users must never be read (vaulted passwords stay unread)."""
+
+    def __getitem__(self, key):
+        if key == "rpc_users":
+            raise AssertionError("fleet_peers read rpc_users")
+        return super().__getitem__(key)
+
+    def items(self):
+        raise AssertionError("fleet_peers iterated a whole instance")
+
+    def values(self):
+        raise AssertionError("fleet_peers iterated a whole instance")
+
+
+def test_only_the_keys_peering_needs_are_read():
+    secret = Untouchable(inst("r2"), rpc_users=[{"user": "u", "password": "vaulted"}])
+    hv = fleet(a=[inst("r")], b=[secret])
+    assert peers(hv, "a") == {"r": [f"b:{p2p('r2')}"]}
