@@ -9,12 +9,13 @@ export PATH="$ROOT/.venv/bin:$PATH"
 # release archives (core: real Bitcoin Core when ../shared/bitcoin-core or
 # $NODEFLEET_CORE_ARCHIVE_DIR holds it, else the stand-in; knots/garbageman: the stand-in),
 # the inventory's node containers (kept when unchanged, recreated when their settings
-# changed) and one converge of playbooks/site.yml (a no-op on a converged fleet).
+# changed) and one converge of playbooks/site.yml (a no-op on a converged fleet). Arguments
+# after RELEASE_DIR go to that converge (scripts/chaos.sh: -e bitcoind_restart_loop_threshold=0).
 fleet_up() {
   bash tests/image/build.sh
   bash tests/release/build_release.sh "${2:-build/release}"
   ansible-playbook -i "$1" tests/fleet/create.yml
-  ansible-playbook -i "$1" playbooks/site.yml
+  ansible-playbook -i "$1" playbooks/site.yml "${@:3}"
 }
 
 # release_daemons [RELEASE_DIR] [STATUS_JSON]: which daemon each implementation's release

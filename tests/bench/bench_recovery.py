@@ -26,7 +26,9 @@ Every kill is injected and timed ON the node by tests/chaos/files/chaos_probe.py
 matrix's probe, millisecond clock, 50 ms polls, no supervisord call while timing), each at a
 random instant up to ``--jitter`` s after the process settled. Prints a Markdown table against
 the issue's targets and writes the samples to ``--out`` (build/bench/recovery.json).
-Hold /tmp/nodefleet-fleet.lock while it runs: it kills processes of the shared demo fleet.
+Hold /tmp/nodefleet-fleet.lock while it runs: it kills processes of the shared demo fleet. The
+kills count as unexpected exits for the bitcoind role's restart-loop check: a converge of that node
+within 10 minutes after the bench needs `-e bitcoind_restart_loop_threshold=0`.
 """
 
 from __future__ import annotations
