@@ -49,6 +49,8 @@ BODIES = {
 def BODY(p, check):
     if p.get("state") == "absent":
         return {"changed": False}
+    if os.path.exists(os.path.join(DIR, "fail_instance_" + p["name"])):
+        return {"failed": True, "msg": "bitcoind_instance failed for " + p["name"] + " (harness)"}
     wanted = json.dumps({k: v for k, v in p.items() if k != "rpc_users"}, sort_keys=True)
     path = os.path.join(DIR, "conf-" + p["name"])
     have = open(path).read() if os.path.exists(path) else None
@@ -342,3 +344,62 @@ def test_key_backup_copies_only_an_onion_key(tmp_path, collections):
     rc, out, _ = run_play(tmp_path, collections, play, {}, extra_args=("-e", extra))
     assert rc == 0, out
     assert (backup / "good.b64").read_text() == base64.b64encode(good).decode()
+
+
+def test_a_failing_later_instance_keeps_the_earlier_instances_restart_due(host):
+    rc, out = host.run()
+    assert rc == 0, out
+    host.vars["bitcoind_rpc_allow_ip"] = ["127.0.0.1", "127.0.0.3"]
+    (host.state / "fail_instance_b").write_text("")
+    rc, out = host.run()
+    assert rc != 0, out
+    assert "bitcoind_instance failed for b" in out
+    assert host.calls("supervisord_program") == []  # the play stopped before the batch
+    assert host.markers() == ["a"]  # a's conf changed in the same loop: its restart is recorded
+    (host.state / "fail_instance_b").unlink()
+    rc, out = host.run()
+    assert rc == 0, out
+    assert host.program_states() == {"bitcoind-a": "restarted", "bitcoind-b": "restarted"}
+    assert host.markers() == []
+
+
+RELEASE_STUBS = {
+    "bitcoind": {
+        "user.yml": [{"name": "stub user", "ansible.builtin.set_fact": {"bitcoind__user_result": {"changed": False}}}],
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def release_collections(tmp_path_factory):
+    return stub_collection(tmp_path_factory.mktemp("rel"), RELEASE_STUBS, fake_modules())
+
+
+def test_a_release_switch_records_the_restart_before_the_link_moves(tmp_path, release_collections):
+    """The real release.yml: both versions installed, the link moves from 1.0 to 2.0."""
+    host = Host(tmp_path, release_collections)
+    for version in ("1.0", "2.0"):
+        (tmp_path / "opt" / f"core-{version}").mkdir()
+    (tmp_path / "opt" / "core").symlink_to("core-1.0")
+    rc, out = host.run()
+    assert rc == 0, out
+    assert host.markers() == []
+    host.vars["bitcoind_releases"] = {"core": dict(RELEASES["core"], version="2.0")}
+    (host.state / "fail_supervisord").write_text("")
+    rc, out = host.run()
+    assert rc != 0, out
+    assert os.readlink(tmp_path / "opt" / "core") == "core-2.0"
+    assert host.markers() == ["a", "b"]
+    assert (host.pending / "a").read_text() == "release link moved\n"
+    (host.state / "fail_supervisord").unlink()
+    rc, out = host.run("--check")
+    assert rc == 0, out
+    assert host.program_states() == {"bitcoind-a": "restarted", "bitcoind-b": "restarted"}
+    rc, out = host.run()
+    assert rc == 0, out
+    assert host.program_states() == {"bitcoind-a": "restarted", "bitcoind-b": "restarted"}
+    assert host.markers() == []
+    rc, out = host.run()
+    assert rc == 0, out
+    assert host.program_states() == {"bitcoind-a": "started", "bitcoind-b": "started"}
+    assert recap(out) == 0, out
