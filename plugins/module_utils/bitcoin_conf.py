@@ -801,5 +801,5 @@ def is_managed(text: str | None, name: str) -> bool:
     """True when ``text`` is a bitcoin.conf this module wrote for instance ``name``."""
     if not text:
         return False
-    lines = text.splitlines()
+    lines = text.split("\n")  # lines as Core reads them (only "\n" ends a line)
     return len(lines) >= 2 and lines[0] == HEADER and lines[1].startswith(f"# instance={name} impl=")
