@@ -312,7 +312,7 @@ import time
 import xmlrpc.client
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_conf import parse as parse_conf_sections
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_conf import settings as conf_settings
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_rpc import BitcoinRpc, RpcFailure
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     NETWORKS,
@@ -353,74 +353,73 @@ _PROGRAM_RE = re.compile(r"^\[program:([^\]]+)\]\s*$")
 def parse_bitcoin_conf(text: str) -> dict:
     """Instance facts from a bitcoin.conf written by bitcoind_instance (or by hand).
 
-    Options in the network's section override the top level (Core's rule for the
-    network-only options such as rpcport, port and bind). Raises ValueError for a file
-    Core would refuse (``bitcoin_conf.parse``).
+    Read with Core's own rules (``bitcoin_conf.settings``): the network's section before
+    the top level, network-only options ignored outside their section, and for a
+    single-value option the FIRST value of a config file (the command line's last-wins is
+    reversed for config files). Raises ValueError for a file Core would refuse.
     """
     facts: dict = {"name": None, "impl": None}
-    for raw in (text or "").splitlines():
+    for raw in (text or "").split("\n"):
         header = _HEADER_RE.match(raw.strip())
         if header:
             facts["name"], facts["impl"] = header.group(1), header.group(2)
             break
-    sections: dict[str, dict[str, list[str]]] = {}
-    for section, pairs in parse_conf_sections(text or "").items():
-        values = sections.setdefault(section, {})
-        for key, value in pairs:
-            values.setdefault(key, []).append(value)
-    top = sections.get("", {})
-
-    network = None
-    if top.get("chain"):
-        network = top["chain"][-1]
-    else:
+    chain = conf_settings(text or "", "main")
+    network = chain.get("chain") or None
+    if not network:
         for flag in LEGACY_CHAIN_FLAGS:
-            if top.get(flag, ["0"])[-1] == "1":
+            if chain.get(flag) not in (None, False, "0", ""):
                 network = "test" if flag == "testnet" else flag
                 break
-    network = network or "main"
+    network = network if network in CHAIN_TO_NETWORK else "main"
     facts["network"] = network
-    merged = dict(top)
-    merged.update(sections.get(network, {}))
+    merged = conf_settings(text or "", network)
 
-    def last_int(key):
-        values = merged.get(key)
+    def as_list(key):
+        value = merged.get(key)
+        if value is None or value is False:
+            return []
+        return value if isinstance(value, list) else [value]
+
+    def first_int(key):
+        value = merged.get(key)
         try:
-            return int(values[-1]) if values else None
+            return int(value) if isinstance(value, str) else None
         except ValueError:
             return None
 
-    facts["rpc_port"] = last_int("rpcport")
-    facts["p2p_port"] = last_int("port")
-    facts["prune"] = last_int("prune") or 0
+    facts["rpc_port"] = first_int("rpcport")
+    facts["p2p_port"] = first_int("port")
+    facts["prune"] = first_int("prune") or 0
     onion_port = None
-    for bind in merged.get("bind", []):
+    for bind in as_list("bind"):
         if bind.endswith("=onion"):
             try:
                 onion_port = int(bind[: -len("=onion")].rsplit(":", 1)[1])
             except (IndexError, ValueError):
                 onion_port = None
+            break
     facts["onion_port"] = onion_port
     rpc_host = None
-    for addr in merged.get("rpcbind", []):
+    for addr in as_list("rpcbind"):
         host = addr.rsplit(":", 1)[0] if addr.count(":") == 1 else addr
         if host.startswith("127.") or host in ("localhost", "::1", "[::1]"):
             rpc_host = host.strip("[]")
             break
     facts["rpc_host"] = rpc_host
-    onion = [v for v in merged.get("externalip", []) if v.endswith(".onion")]
+    onion = [v for v in as_list("externalip") if v.endswith(".onion")]
     facts["onion_address"] = onion[0] if onion else None
-    if "onion" in merged.get("onlynet", []):
+    if "onion" in as_list("onlynet"):
         facts["tor_mode"] = "tor-only"
     elif merged.get("proxy") or merged.get("onion") or onion:
         facts["tor_mode"] = "both"
     else:
         facts["tor_mode"] = "clearnet"
     zmq = {}
-    for key, values in merged.items():
-        if key.startswith("zmqpub") and values:
+    for key, value in merged.items():
+        if key.startswith("zmqpub") and isinstance(value, str):
             try:
-                zmq[key[len("zmqpub") :]] = int(values[-1].rsplit(":", 1)[1])
+                zmq[key[len("zmqpub") :]] = int(value.rsplit(":", 1)[1])
             except (IndexError, ValueError):
                 continue
     facts["zmq_ports"] = zmq

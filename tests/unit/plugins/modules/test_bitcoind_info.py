@@ -105,6 +105,19 @@ CONF_CASES = [
         },
     ),
     ("empty", "", {"network": "main", "rpc_port": None, "tor_mode": "clearnet", "onion_address": None}),
+    # Core takes the FIRST value of a single-value option in a config file (issue 10 #10):
+    # a hand-written file with two rpcport lines is served on the first one.
+    (
+        "first-value-wins-like-core",
+        "chain=regtest\n[regtest]\nrpcport=20300\nrpcport=20399\nport=20301\nport=20398\nprune=600\nprune=0\n",
+        {"network": "regtest", "rpc_port": 20300, "p2p_port": 20301, "prune": 600},
+    ),
+    (
+        "section-before-top-level-first-value",
+        "rpcport=20500\nchain=signet\n[signet]\nrpcport=20400\n",
+        {"network": "signet", "rpc_port": 20400},
+    ),
+    ("negated-prune-is-off", "chain=regtest\nprune=600\nnoprune=1\n", {"network": "regtest", "prune": 0}),
 ]
 
 
