@@ -314,6 +314,10 @@ def test_bitcoind_info_on_two_real_instances_peered_through_addnode(real_core, s
 def test_supervisord_program_runs_real_core(real_core, supervisord, tmp_path):  # noqa: F811
     """The program as roles/bitcoind configures it (autorestart=true, TERM, stopasgroup,
     killasgroup, the role's stopwaitsecs; startsecs shortened to 2 for the test's time)."""
+    role_vars = (REPO / "roles" / "bitcoind" / "vars" / "main.yml").read_text()
+    for setting in ("'autorestart': true", "'stopsignal': 'TERM'", "'stopasgroup': true", "'killasgroup': true"):
+        assert setting in role_vars, f"the role's program no longer has {setting}: update this test"
+    assert "/bin/bitcoind -conf=' ~ datadir" in role_vars and "'/bitcoin.conf -datadir=' ~ datadir" in role_vars
     sv = supervisord
     inst = write_instance(tmp_path, "sp", "regtest", "tor-only")
     name = "bitcoind-sp"
