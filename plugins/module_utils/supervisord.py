@@ -332,6 +332,10 @@ def normalize_program(raw: dict, index: str | None = None) -> dict:
                 raise ValidationError(opt("exitcodes"), f"{code!r} is not an exit code (0-255)")
     if prog.get("stopasgroup") and prog.get("killasgroup") is False:
         raise ValidationError(opt("killasgroup"), "cannot be false when stopasgroup is true (supervisord refuses it)")
+    if prog.get("redirect_stderr") and prog.get("stderr_logfile") is not None:
+        raise ValidationError(
+            opt("stderr_logfile"), "must not be set with redirect_stderr=true (supervisord ignores it then)"
+        )
     for name in ("stdout_logfile", "stderr_logfile"):
         value = prog.get(name)
         if value is None:

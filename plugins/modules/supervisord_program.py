@@ -928,8 +928,12 @@ class Runner:
             plan["written"] = False
 
     # -- supervisord ---------------------------------------------------------------
-    def reload(self, plans, written):
-        """reloadConfig -> (added, changed, removed); a refused configuration fails (files restored if written)."""
+    def reload(self, plans, written, probe=False):
+        """reloadConfig -> (added, changed, removed); a refused configuration fails (files restored if written).
+
+        ``probe``: the call before anything is written; a refusal returns None (the files this
+        run writes may be what fixes it; the call after writing decides).
+        """
         refused = None
         try:
             return self.client.reload_config()
@@ -937,12 +941,14 @@ class Runner:
             if exc.faultCode != FAULT_CANT_REREAD:
                 raise
             refused = exc.faultString
+        if probe:
+            return None
         if written:
             self.restore_files(plans)
-            self.fail(
-                f"supervisord refused the configuration (reloadConfig: {refused}); the previous files were restored"
-            )
-        self.fail(f"supervisord refuses its current configuration (reloadConfig: {refused}); nothing was written")
+        self.fail(
+            f"conf_dir: supervisord refused the configuration (reloadConfig: {refused}); "
+            + ("the previous files were restored" if written else "nothing was changed")
+        )
         return None
 
     def stop_and_wait(self, names, groups=False):
@@ -1110,8 +1116,9 @@ class Runner:
         before_infos = self._before_infos = self.infos()
         self.read_all()
         pre = None
-        if not check:
-            added, changed, _removed = self.reload([], written=False)
+        probed = None if check else self.reload([], written=False, probe=True)
+        if probed is not None:
+            added, changed, _removed = probed
             pre = {}
             for name in self.progs:
                 if name in added:

@@ -183,10 +183,9 @@ def test_refused_config_restores_previous_files(sv):
     before = read(conf_path(sv, "keep"))
     # someone else's broken file makes supervisord refuse every reload
     sv.write_program("broken", "/bin/true", startsecs="not-a-number")
-    # (the module now asks supervisord before writing: nothing is written at all)
     res, out = run_module(sv, dict(args, command="/bin/sleep 7"))
     assert res.get("failed") is True, out
-    assert "reloadConfig" in res["msg"] and "nothing was written" in res["msg"]
+    assert "reloadConfig" in res["msg"] and "restored" in res["msg"]
     assert read(conf_path(sv, "keep")) == before
     res, out = run_module(sv, program("fresh", startsecs=0))
     assert res.get("failed") is True, out
