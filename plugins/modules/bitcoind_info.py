@@ -521,6 +521,11 @@ def apply_rpc_answers(result: dict, chain_info: dict, net_info: dict, peers, upt
     result["chain"] = chain_info.get("chain")
     for key in ("blocks", "headers", "verificationprogress", "initialblockdownload", "size_on_disk", "pruned"):
         result[key] = chain_info.get(key)
+    # Core prints a progress of 1.0 as the JSON number 1; RETURN promises a float.
+    if isinstance(result["verificationprogress"], (int, float)) and not isinstance(
+        result["verificationprogress"], bool
+    ):
+        result["verificationprogress"] = float(result["verificationprogress"])
     result["version"] = net_info.get("version")
     result["subversion"] = net_info.get("subversion")
     result["uptime"] = uptime

@@ -512,3 +512,11 @@ def test_invalid_input_fails_naming_the_option(args, message, capsys, tmp_path):
     assert result["failed"] is True
     assert message in result["msg"]
     assert "Traceback" not in result["msg"]
+
+
+def test_verificationprogress_is_a_float_when_core_prints_1():
+    # Real Core answers "verificationprogress": 1 (not 1.0) on a synced chain.
+    result = {}
+    bitcoind_info.apply_rpc_answers(result, {"chain": "regtest", "verificationprogress": 1}, {}, [], 5)
+    assert result["verificationprogress"] == 1.0
+    assert isinstance(result["verificationprogress"], float)
