@@ -45,6 +45,9 @@ description:
     C(bitcoind_port_slots), C(bitcoind_reserved_ports)), so the line is the port the peer really listens on.
   - The order is stable - by host name, then instance name - so an unchanged fleet renders an unchanged
     bitcoin.conf.
+  - A peer host whose inventory cannot be planned (a port collision, a bad value) is left out with a
+    warning - its own converge fails on it - so one bad host does not stop the others; a bad inventory
+    of O(this_host) fails.
 options:
   _input:
     description: Inventory host names of the fleet (hosts not in the play included).
@@ -232,8 +235,20 @@ def peer_line(local: dict, peer: dict, host: str, address: str, onion: bool, oni
     return None
 
 
-def select_peers(hosts, hostvars, this_host, instances=None, onion=False, onion_dir=None, defaults=None) -> dict:
-    """Pure selection behind the filter; raises FleetPeersError on a bad inventory."""
+def _display_warning(message: str) -> None:
+    try:
+        from ansible.utils.display import Display
+
+        Display().warning(message)
+    except ImportError:  # pragma: no cover - ansible is always present where filters run
+        pass
+
+
+def select_peers(
+    hosts, hostvars, this_host, instances=None, onion=False, onion_dir=None, defaults=None, warn=_display_warning
+) -> dict:
+    """Pure selection behind the filter; raises FleetPeersError on a bad inventory of this host
+    (a peer host whose inventory cannot be planned is left out with a warning)."""
     settings = dict(ROLE_DEFAULTS)
     settings.update(defaults or {})
     if isinstance(hosts, str) or not isinstance(hosts, (list, tuple)):
@@ -249,7 +264,12 @@ def select_peers(hosts, hostvars, this_host, instances=None, onion=False, onion_
         if not _bool(f"host {host!r}: bitcoind_fleet_peering", host_setting(host, hostvars, settings, "fleet_peering")):
             continue
         address = str(_get(_get(hostvars, host, {}) or {}, "bitcoind_peer_address", None) or host)
-        peers = sorted(host_instances(host, hostvars, settings), key=lambda p: p["name"])
+        try:
+            peers = sorted(host_instances(host, hostvars, settings), key=lambda p: p["name"])
+        except FleetPeersError as exc:
+            # That host's own converge fails on it; the others keep converging without it.
+            warn(f"fleet_peers: leaving out host {host!r}, its inventory cannot be planned: {exc}")
+            continue
         for inst in local:
             for peer in peers:
                 if peer["network"] != inst["network"]:

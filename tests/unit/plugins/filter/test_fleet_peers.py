@@ -159,9 +159,17 @@ def test_local_instances_argument_wins_over_hostvars():
     assert got == {"s": [f"b:{p2p('s2')}"]}
 
 
-def test_bad_inventory_is_reported():
-    hv = fleet(a=[inst("r")], b=[inst("x", port_slot=0), inst("y", port_slot=0)])
-    with pytest.raises(AnsibleFilterError, match="host 'b': port collision"):
+def test_bad_inventory_of_a_peer_host_leaves_it_out_with_a_warning():
+    hv = fleet(a=[inst("r")], b=[inst("x", port_slot=0), inst("y", port_slot=0)], c=[inst("z")])
+    warnings = []
+    got = fp.select_peers(sorted(hv), hv, "a", warn=warnings.append)
+    assert got == {"r": [f"c:{p2p('z')}"]}
+    assert len(warnings) == 1 and "host 'b'" in warnings[0] and "port collision" in warnings[0]
+
+
+def test_bad_inventory_of_this_host_fails():
+    hv = fleet(a=[inst("x", port_slot=0), inst("y", port_slot=0)], b=[inst("r")])
+    with pytest.raises(AnsibleFilterError, match="host 'a': port collision"):
         peers(hv, "a")
     with pytest.raises(AnsibleFilterError, match="list of inventory host names"):
         fp.fleet_peers("a", hv, "a")
