@@ -33,6 +33,7 @@ import stat
 import string
 import sys
 import tempfile
+import threading
 import traceback
 from dataclasses import dataclass, field
 
@@ -125,6 +126,13 @@ def run(module, args: dict, check: bool = False, diff: bool = True) -> Run:
     full = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
     out, err = io.StringIO(), io.StringIO()
     crash = None
+    thread_crashes = []
+
+    def excepthook(hook_args):  # a worker thread of the module died: that is a crash too
+        thread_crashes.append("".join(traceback.format_exception(hook_args.exc_value)))
+
+    previous_hook = threading.excepthook
+    threading.excepthook = excepthook
     with patch_module_args(full), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             module.main()
@@ -132,6 +140,10 @@ def run(module, args: dict, check: bool = False, diff: bool = True) -> Run:
             pass
         except Exception:  # invariant (a) reports it
             crash = traceback.format_exc()
+        finally:
+            threading.excepthook = previous_hook
+    if thread_crashes and crash is None:
+        crash = "in a thread of the module:\n" + thread_crashes[0]
     stdout = out.getvalue()
     result = None
     start = stdout.find("{")
@@ -284,8 +296,20 @@ def public_args(args: dict, spec: dict):
     return out
 
 
-def check_outcome(result: Run, spec: dict, before: dict, after: dict, secrets=(), watched_before=None) -> str:
-    """Invariants (a), (b) and (d); returns "refused" or "accepted" (raises AssertionError otherwise)."""
+def check_outcome(
+    result: Run,
+    spec: dict,
+    before: dict,
+    after: dict,
+    secrets=(),
+    watched_before=None,
+    runtime_failure=None,
+    also_names=(),
+) -> str:
+    """Invariants (a), (b) and (d); returns "refused", "accepted" or "failed at run time" (a
+    failure ``runtime_failure(msg)`` recognises as happening after validation, e.g. a program
+    that did not start: its files are written). ``also_names``: paths a refusal may name instead
+    of an option (the file the module owns). Raises AssertionError otherwise."""
     assert result.crash is None, "unhandled exception:\n%s" % result.crash
     assert result.result is not None, "no JSON result (MODULE FAILURE):\n%s\n%s" % (result.stdout, result.stderr)
     res = result.result
@@ -301,7 +325,11 @@ def check_outcome(result: Run, spec: dict, before: dict, after: dict, secrets=()
     assert not found, "secret pieces in the output: %r" % found
     if res.get("failed"):
         assert msg, "failed without a message"
-        assert names_option(msg, spec), "the failure message names no option: %r" % msg
+        if runtime_failure is not None and runtime_failure(msg):
+            return "failed at run time"
+        assert names_option(msg, spec) or any(name in msg for name in also_names), (
+            "the failure message names no option: %r" % msg
+        )
         changes = snapshot_diff(before, after)
         assert not changes, "refused (%s) but the tree changed:\n%s" % (msg, "\n".join(changes))
         return "refused"
@@ -409,6 +437,8 @@ def mutated(draw, base):
     """A valid-looking value from ``base`` with nasty pieces inserted, whitespace at an end,
     or made very long."""
     value = draw(base)
+    if not isinstance(value, str):
+        value = str(value).lower() if isinstance(value, bool) else str(value)
     how = draw(
         st.sampled_from(
             ["insert", "insert", "insert", "prefix", "suffix", "suffix", "strip", "long", "empty", "random"]
@@ -456,6 +486,7 @@ BOUNDARY_INTS = st.one_of(
     st.integers(-5, 70000),
 )
 
+SAFE_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 SAFE_NAME = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,10}\Z")
 
 
