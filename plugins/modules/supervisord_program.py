@@ -193,7 +193,7 @@ options:
   serial_restarts:
     description:
       - Batch form. V(true) restarts the programs that need it (updated groups, O(state=restarted)) one at a time,
-        each confirmed RUNNING (and checked for a restart loop) before the next; a failure stops the sequence and
+        each confirmed RUNNING before the next; a failure stops the sequence and
         the files of the programs not reached yet are restored. Added and removed programs, and the others, are
         handled together as usual.
       - V(false) (default) restarts all of them together in one window.

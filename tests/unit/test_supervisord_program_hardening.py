@@ -54,6 +54,8 @@ REFUSED = [
     ("env_value_ff", {"environment": {"A": "x\x0cy"}}, "environment.A"),
     ("env_value_trailing_space", {"environment": {"A": "x "}}, "environment.A"),
     ("stdout_logfile_u2028", {"stdout_logfile": "/var/log/a\u2028b"}, "stdout_logfile"),
+    # supervisord silently drops stderr_logfile when stderr is redirected: it would not read back
+    ("stderr_logfile_redirected", {"redirect_stderr": True, "stderr_logfile": "/var/log/e.log"}, "stderr_logfile"),
 ]
 
 
