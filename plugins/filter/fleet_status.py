@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Controller-side rendering of ``bitcoind_info`` results: fleet table, JSON report, Prometheus text.
 
-Filters (all pure, no module_utils, no I/O):
+Filters (all pure, no I/O; the state names and peer categories come from module_utils):
 
 ``statuses | nodefleet.bitcoin.fleet_status_table``
     One fixed-width text table for the whole fleet. ``statuses`` maps inventory host ->
@@ -34,8 +34,11 @@ try:
 except ImportError:  # pragma: no cover - ansible is always present where filters run
     AnsibleFilterError = ValueError  # type: ignore[misc,assignment]
 
-STATES = ("up", "warming_up", "down", "hung", "auth_failed", "error")
-CATEGORIES = ("libre_relay", "knots", "core_v30_plus", "core_pre_v30", "other")
+# One list of state names (bitcoind_info decides them) and of peer categories (the peer
+# classification): imported, never repeated here.
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.instance_states import STATES
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.peer_classify import CATEGORIES
+
 CATEGORY_SHORT = ("LR", "KN", "C30+", "C<30", "OT")
 PREFIX = "nodefleet_bitcoind_"
 NO_DATA = "no data"

@@ -312,6 +312,7 @@ import time
 import xmlrpc.client
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_conf import DEFAULT_PORTS
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_conf import settings as conf_settings
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_rpc import BitcoinRpc, RpcFailure
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
@@ -324,6 +325,7 @@ from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     check_rpc_user,
     read_text,
 )
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.instance_states import STATES
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.peer_classify import CATEGORIES, peer_breakdown
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.supervisord import (
     SupervisorClient,
@@ -332,11 +334,11 @@ from ansible_collections.nodefleet.bitcoin.plugins.module_utils.supervisord impo
     parse_server_url,
 )
 
-STATES = ("up", "warming_up", "down", "hung", "auth_failed", "error", "restarting")
 # supervisord states in which it is (re)starting the program: a restart loop shows as
 # "restarting" in these; a program supervisord gave up on (FATAL) or that stays stopped is "down".
 LOOPING_SUPERVISOR_STATES = ("RUNNING", "STARTING", "BACKOFF")
-DEFAULT_RPC_PORTS = {"main": 8332, "test": 18332, "testnet4": 48332, "signet": 38332, "regtest": 18443}
+# Core's default RPC port per network (the one table of Core's default ports: bitcoin_conf).
+DEFAULT_RPC_PORTS = {network: ports[1] for network, ports in DEFAULT_PORTS.items()}
 # getblockchaininfo.chain -> bitcoin.conf network name
 CHAIN_TO_NETWORK = {"main": "main", "test": "test", "testnet4": "testnet4", "signet": "signet", "regtest": "regtest"}
 LEGACY_CHAIN_FLAGS = ("regtest", "signet", "testnet4", "testnet")

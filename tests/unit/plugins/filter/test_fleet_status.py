@@ -16,6 +16,7 @@ from ansible_collections.nodefleet.bitcoin.plugins.filter.fleet_status import (
     format_duration,
     format_progress,
 )
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.instance_states import STATES
 from prometheus_client.parser import text_string_to_metric_families
 
 ONION = "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz2345.onion"
@@ -77,7 +78,7 @@ def down_instance(name):
 
 
 def result(*instances):
-    summary = {s: 0 for s in ("up", "warming_up", "down", "hung", "auth_failed", "error")}
+    summary = dict.fromkeys(STATES, 0)
     for inst in instances:
         summary[inst["state"]] += 1
     summary["total"] = len(instances)
@@ -323,3 +324,28 @@ def test_targets_from_inventory_instances_and_port_plan():
 def test_targets_reject_bad_input(instances, plan, message):
     with pytest.raises(Exception, match=message):
         fleet_status_targets(instances, plan)
+
+
+def test_a_restarting_instance_is_counted_in_the_table_and_the_metrics():
+    # bitcoind_info reports a restart loop as state "restarting" (issue 10 #12); the table's
+    # totals and the per-state gauges must show it, not drop it.
+    looping = instance("loop1", state="restarting", message="restarted 5 times in 300 s")
+    statuses = {"node-r": result(looping, instance("ok1"))}
+    table = fleet_status_table(statuses)
+    assert table.splitlines()[-1] == "2 instance(s) on 1 host(s): up 1, restarting 1"
+    assert "restarted 5 times" in table
+    families = parse(fleet_status_prometheus(statuses["node-r"], "node-r", timestamp=1700000123))
+    by_state = {s.labels["state"]: s.value for s in families["nodefleet_bitcoind_instances"].samples}
+    assert by_state["restarting"] == 1
+    states = {
+        (s.labels["instance"], s.labels["state"]): s.value for s in families["nodefleet_bitcoind_state"].samples
+    }
+    assert states[("loop1", "restarting")] == 1
+    assert states[("loop1", "up")] == 0
+
+
+def test_state_names_are_the_ones_bitcoind_info_reports():
+    from ansible_collections.nodefleet.bitcoin.plugins.filter import fleet_status
+    from ansible_collections.nodefleet.bitcoin.plugins.modules import bitcoind_info
+
+    assert fleet_status.STATES is bitcoind_info.STATES

@@ -244,7 +244,7 @@ def test_fail_json_is_never_called_inside_an_except_block(monkeypatch, tmp_path,
     assert calls == [False]
 
 
-@pytest.mark.parametrize("rpc_host", ["127.0.0.1\n", "local host", "h\x00st", "\udcff", "", "hôst"])
+@pytest.mark.parametrize("rpc_host", ["127.0.0.1\n", "local host", "h\x00st", "", "hôst"])
 def test_rpc_host_must_be_a_plain_host(monkeypatch, tmp_path, rpc_host):
     calls = []
 
