@@ -50,6 +50,18 @@ def examples(default: int) -> int:
     return max(default, int(raised)) if raised else default
 
 
+def note(text: str) -> None:
+    """hypothesis.note inside a property test; outside one (a regression test), print it so
+    pytest shows it with a failure."""
+    from hypothesis import note as hypothesis_note
+    from hypothesis.errors import InvalidArgument
+
+    try:
+        hypothesis_note(text)
+    except InvalidArgument:
+        print(text)
+
+
 # Outcome counts per module, printed at the end of the run (conftest.py).
 STATS: dict = {}
 

@@ -21,7 +21,7 @@ from ansible_collections.nodefleet.bitcoin.plugins.modules import bitcoind_info
 from ansible_collections.nodefleet.bitcoin.tests.integration.local_ports import free_ports
 from ansible_collections.nodefleet.bitcoin.tests.property import harness as h
 from ansible_collections.nodefleet.bitcoin.tests.property.fake_supervisord import FakeSupervisord
-from hypothesis import given, note, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 SPEC = h.module_spec(bitcoind_info)["argument_spec"]
@@ -137,6 +137,11 @@ def prepare(ex, names, conf, ports):
 def test_bitcoind_info_reports_or_refuses_and_masks_only_passwords(data):
     ports = free_ports(3)  # free now: nothing listens, so RPC is refused at once
     args, names, conf = data.draw(info_args(ports))
+    one_example(args, names, conf, ports, data.draw(st.booleans()))
+
+
+def one_example(args, names, conf, ports, check=False):
+    """One run with every invariant checked; returns (outcome, Run)."""
     with h.example_dir() as ex:
         prepare(ex, names, conf, ports)
         full = substitute(args, ex)
@@ -144,9 +149,9 @@ def test_bitcoind_info_reports_or_refuses_and_masks_only_passwords(data):
             full["supervisor_url"] = fake.url
             before = h.snapshot(ex.root)
             watched = h.watched_attrs()
-            result = h.run(bitcoind_info, full, check=data.draw(st.booleans()))
+            result = h.run(bitcoind_info, full, check=check)
             after = h.snapshot(ex.root)
-        note("args=%r conf=%r -> %r" % (full, conf, result.result))
+        h.note("args=%r conf=%r -> %r" % (full, conf, result.result))
         outcome = h.check_outcome(result, SPEC, before, after, passwords(full), watched)
         assert h.snapshot_diff(before, after) == [], "bitcoind_info wrote something"
         if outcome == "accepted":
@@ -159,3 +164,4 @@ def test_bitcoind_info_reports_or_refuses_and_masks_only_passwords(data):
                 assert inst["name"] in given, "an instance name came back altered: %r" % inst["name"]
                 assert inst["state"] in STATES, "state %r is not a state (masked?)" % inst["state"]
         h.count("bitcoind_info", outcome, str(result.result.get("msg", "")))
+        return outcome, result

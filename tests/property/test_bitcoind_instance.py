@@ -28,7 +28,7 @@ import pytest
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import bitcoin_conf, rpcauth
 from ansible_collections.nodefleet.bitcoin.plugins.modules import bitcoind_instance
 from ansible_collections.nodefleet.bitcoin.tests.property import harness as h
-from hypothesis import given, note, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 SPEC_KW = h.module_spec(bitcoind_instance)
@@ -327,7 +327,8 @@ def check_read_back(args: dict, result: dict) -> None:
 # ----------------------------------------------------------------------- the property
 
 
-def one_example(args, check, pre):
+def one_example(args, check=False, pre="none"):
+    """One run with every invariant checked; returns (outcome, Run)."""
     with h.example_dir() as ex:
         full = substitute(args, ex)
         prepare(ex, full.get("datadir"), pre)
@@ -336,7 +337,7 @@ def one_example(args, check, pre):
         watched = h.watched_attrs()
         result = h.run(bitcoind_instance, full, check=check)
         after = h.snapshot(ex.root)
-        note("args=%r check=%r pre=%r -> %r" % (full, check, pre, result.result))
+        h.note("args=%r check=%r pre=%r -> %r" % (full, check, pre, result.result))
         outcome = h.check_outcome(result, SPEC, before, after, passwords(full), watched)
         assert h.snapshot(ex.victim) == victim_before, "the victim directory changed"
         if outcome == "accepted" and not check and full.get("state", "present") == "present":
@@ -344,7 +345,7 @@ def one_example(args, check, pre):
         h.count(
             "bitcoind_instance", "%s%s" % (outcome, " (check mode)" if check else ""), str(result.result.get("msg", ""))
         )
-        return result
+        return outcome, result
 
 
 @settings(max_examples=h.examples(150))
@@ -450,7 +451,7 @@ def test_real_core_reads_back_what_was_written(core_bin):
                 return
             assert result.result is not None and result.crash is None
             logged, output = core_logged_args(core_bin, full["datadir"])
-            note(output[-3000:])
+            h.note(output[-3000:])
             assert "Error reading configuration file" not in output, output[-2000:]
             for key, raw in (full.get("extra_options") or {}).items():
                 expected = [rendered(v) for v in (raw if isinstance(raw, list) else [raw])]

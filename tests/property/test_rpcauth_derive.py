@@ -20,7 +20,7 @@ import os
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import rpcauth
 from ansible_collections.nodefleet.bitcoin.plugins.modules import rpcauth_derive
 from ansible_collections.nodefleet.bitcoin.tests.property import harness as h
-from hypothesis import given, note, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 SPEC = h.module_spec(rpcauth_derive)["argument_spec"]
@@ -117,6 +117,12 @@ def check_read_back(args: dict, conf_lines: list[str], result: dict) -> None:
 @given(drawn=derive_args(), check=st.booleans())
 def test_rpcauth_derive_refuses_or_derives_a_value_core_reads(drawn, check):
     args, conf_lines = drawn
+    one_example(args, conf_lines, check)
+
+
+def one_example(args, conf_lines=(), check=False):
+    """One run with every invariant checked; returns (outcome, Run)."""
+    conf_lines = list(conf_lines)
     with h.example_dir() as ex:
         prepare(ex, conf_lines)
         full = substitute(args, ex)
@@ -124,9 +130,10 @@ def test_rpcauth_derive_refuses_or_derives_a_value_core_reads(drawn, check):
         watched = h.watched_attrs()
         result = h.run(rpcauth_derive, full, check=check)
         after = h.snapshot(ex.root)
-        note("args=%r conf_lines=%r -> %r" % (full, conf_lines, result.result))
+        h.note("args=%r conf_lines=%r -> %r" % (full, conf_lines, result.result))
         outcome = h.check_outcome(result, SPEC, before, after, [full["password"]], watched)
         assert h.snapshot_diff(before, after) == [], "rpcauth_derive wrote something"
         if outcome == "accepted":
             check_read_back(full, conf_lines, result.result)
         h.count("rpcauth_derive", outcome, str(result.result.get("msg", "")))
+        return outcome, result

@@ -28,7 +28,7 @@ from ansible_collections.nodefleet.bitcoin.plugins.module_utils import superviso
 from ansible_collections.nodefleet.bitcoin.plugins.modules import supervisord_program
 from ansible_collections.nodefleet.bitcoin.tests.property import harness as h
 from ansible_collections.nodefleet.bitcoin.tests.property.fake_supervisord import FakeSupervisord, read_configs
-from hypothesis import given, note, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from supervisor import datatypes
 from supervisor.options import UnhosedConfigParser
@@ -293,6 +293,11 @@ def start_failure(msg: str) -> bool:
 @settings(max_examples=h.examples(150))
 @given(args=module_args(), check=st.sampled_from([False, False, True]), pre=PRE, log_offset=st.integers(1900, 2000))
 def test_supervisord_program_refuses_or_round_trips(args, check, pre, log_offset):
+    one_example(args, check, pre, log_offset)
+
+
+def one_example(args, check=False, pre="none", log_offset=1950):
+    """One run with every invariant checked; returns (outcome, Run)."""
     with h.example_dir() as ex:
         full = substitute(args, ex)
         prepare(ex, full, pre)
@@ -311,7 +316,7 @@ def test_supervisord_program_refuses_or_round_trips(args, check, pre, log_offset
             watched = h.watched_attrs()
             result = h.run(supervisord_program, full, check=check)
             after = h.snapshot(ex.root)
-            note("args=%r check=%r pre=%r -> %r calls=%r" % (full, check, pre, result.result, fake.calls))
+            h.note("args=%r check=%r pre=%r -> %r calls=%r" % (full, check, pre, result.result, fake.calls))
             outcome = h.check_outcome(
                 result,
                 SPEC,
@@ -326,3 +331,4 @@ def test_supervisord_program_refuses_or_round_trips(args, check, pre, log_offset
             if outcome != "refused" and not check:
                 check_read_back(fake, full)
         h.count("supervisord_program", outcome + (" (check mode)" if check else ""), str(result.result.get("msg", "")))
+        return outcome, result

@@ -28,7 +28,7 @@ import pytest
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import tor
 from ansible_collections.nodefleet.bitcoin.plugins.modules import tor_hidden_service
 from ansible_collections.nodefleet.bitcoin.tests.property import harness as h
-from hypothesis import given, note, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 SPEC = h.module_spec(tor_hidden_service)["argument_spec"]
@@ -256,19 +256,24 @@ def check_read_back(args, result) -> None:
 @settings(max_examples=h.examples(150))
 @given(args=module_args(), check=st.sampled_from([False, False, True]))
 def test_tor_hidden_service_refuses_or_round_trips(args, check, monkeypatch_module):
+    one_example(args, check, monkeypatch_module)
+
+
+def one_example(args, check, monkeypatch):
+    """One run with every invariant checked; returns (outcome, Run)."""
     with h.example_dir() as ex:
         prepare(ex)
         full = substitute(args, ex)
         inert = InertTor(os.path.join(ex.root, "torrc.d"))
-        monkeypatch_module.setattr(tor, "read_pid", inert.read_pid)
-        monkeypatch_module.setattr(tor, "reload_tor", inert.reload_tor)
-        monkeypatch_module.setattr(tor, "verify_config", inert.verify_config)
+        monkeypatch.setattr(tor, "read_pid", inert.read_pid)
+        monkeypatch.setattr(tor, "reload_tor", inert.reload_tor)
+        monkeypatch.setattr(tor, "verify_config", inert.verify_config)
         before = h.snapshot(ex.root)
         victim = h.snapshot(ex.victim)
         watched = h.watched_attrs()
         result = h.run(tor_hidden_service, full, check=check)
         after = h.snapshot(ex.root)
-        note("args=%r check=%r -> %r" % (full, check, result.result))
+        h.note("args=%r check=%r -> %r" % (full, check, result.result))
         outcome = h.check_outcome(result, SPEC, before, after, [], watched)
         leaked = [p for p in key_pieces(full) if any(p in s for s in h.leak_sources(result))]
         assert not leaked, "key material in the output: %r" % leaked[:3]
@@ -276,6 +281,7 @@ def test_tor_hidden_service_refuses_or_round_trips(args, check, monkeypatch_modu
         if outcome == "accepted" and not check:
             check_read_back(full, result.result)
         h.count("tor_hidden_service", outcome + (" (check mode)" if check else ""), str(result.result.get("msg", "")))
+        return outcome, result
 
 
 @pytest.fixture(scope="module")
@@ -339,3 +345,15 @@ def test_real_tor_verifies_what_was_written(tor_bin, monkeypatch_module):
 
     inner()
     assert checked
+
+
+def prepare_args() -> dict:
+    """The host settings of an example (``{root}`` templates), for the regression tests."""
+    return {
+        "torrc_dir": "{root}/torrc.d",
+        "torrc_file": "{root}/torrc",
+        "tor_defaults_torrc": "{root}/defaults",
+        "tor_pid_file": "{root}/tor.pid",
+        "tor_user": "root",
+        "wait_timeout": 1,
+    }
