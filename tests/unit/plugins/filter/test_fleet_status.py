@@ -337,9 +337,7 @@ def test_a_restarting_instance_is_counted_in_the_table_and_the_metrics():
     families = parse(fleet_status_prometheus(statuses["node-r"], "node-r", timestamp=1700000123))
     by_state = {s.labels["state"]: s.value for s in families["nodefleet_bitcoind_instances"].samples}
     assert by_state["restarting"] == 1
-    states = {
-        (s.labels["instance"], s.labels["state"]): s.value for s in families["nodefleet_bitcoind_state"].samples
-    }
+    states = {(s.labels["instance"], s.labels["state"]): s.value for s in families["nodefleet_bitcoind_state"].samples}
     assert states[("loop1", "restarting")] == 1
     assert states[("loop1", "up")] == 0
 
