@@ -87,12 +87,28 @@ def _under(path, prefixes):
     return any(path == p or path.startswith(p + "/") for p in prefixes)
 
 
+def _remove_old_sessions(age: float = 3600.0) -> None:
+    """Remove the empty session directories earlier runs left in the host's /tmp (they stay
+    behind: inside the namespace they are /tmp itself). Only empty ones an hour old: a running
+    session's directory is never empty for long, and its mtime moves."""
+    import time
+
+    for entry in os.listdir("/tmp"):
+        path = os.path.join("/tmp", entry)
+        if not entry.startswith("nodefleet-property-"):
+            continue
+        with contextlib.suppress(OSError):
+            if time.time() - os.lstat(path).st_mtime > age and not os.listdir(path):
+                os.rmdir(path)
+
+
 def enter() -> bool:
     """Enter the read-only namespace (once per process); True when active."""
     global ACTIVE, REASON, SESSION_DIR
     if ACTIVE:
         return True
     libc = _libc()
+    _remove_old_sessions()
     session = tempfile.mkdtemp(prefix="nodefleet-property-", dir="/tmp")
     if libc.unshare(CLONE_NEWNS) != 0:
         REASON = "unshare(CLONE_NEWNS): %s" % os.strerror(ctypes.get_errno())

@@ -247,12 +247,12 @@ def prepare(ex: h.ExampleDir, datadir: str | None, pre: str) -> None:
     """Put something in the datadir before the run (a symlinked or foreign bitcoin.conf)."""
     if pre == "none" or not isinstance(datadir, str) or not datadir.startswith(ex.root + "/"):
         return
-    real = os.path.realpath(datadir)
-    if not real.startswith(ex.root + "/") or real.startswith(ex.victim) or os.path.exists(real):
-        return
     try:
+        real = os.path.realpath(datadir)
+        if not real.startswith(ex.root + "/") or real.startswith(ex.victim) or os.path.exists(real):
+            return
         os.makedirs(real, 0o750)
-    except OSError:  # a name too long, a file in the way: no pre-state then
+    except (OSError, ValueError):  # a NUL, a name too long, a file in the way: no pre-state then
         return
     conf = os.path.join(real, "bitcoin.conf")
     if pre == "conf_symlink":

@@ -13,6 +13,8 @@ Found by the property suite and kept here (minimal examples as hypothesis shrank
   {a: {user: d, password: ...}}`` turned ``state: down`` into ``********own``;
 - ``test_group6_bitcoind_info_huge_rpcport_in_conf``: bitcoind_info, a bitcoin.conf with
   ``rpcport=99999999999999999999`` crashed the instance's worker thread (OverflowError);
+- ``test_group6_nul_in_tor_user_is_refused``: tor_hidden_service, ``tor_user: "\x00debian-tor"``
+  raised ValueError (embedded null byte);
 - ``test_group1_system_conf_dir_is_refused``: supervisord_program, ``conf_dir: /etc`` (name
   ``0``, command ``/bin/sleep 1000``) was accepted and the module wrote ``/etc/0.conf``;
 - ``test_group3_stderr_logfile_with_redirect_stderr``: supervisord_program wrote a
@@ -213,6 +215,14 @@ def test_group6_program_file_that_is_a_symlink_to_a_directory():
         {"name": "p1", "command": "/bin/sleep 1000", "conf_dir": "{root}/conf.d"}, pre="dir_symlink"
     )
     assert outcome == "refused", result.result
+
+
+def test_group6_nul_in_tor_user_is_refused(monkeypatch):
+    """Found by the property suite: ``tor_user: "\x00debian-tor"`` raised ValueError (embedded
+    null byte) from pwd.getpwnam in tor_hidden_service."""
+    args = dict(onion.prepare_args(), name="s1", ports=[{"port": 1, "target": "127.0.0.1:8334"}])
+    args.update(service_dir="{root}/services/s1", tor_user="\x00debian-tor")
+    refused(onion.one_example(args, False, monkeypatch), "tor_user")
 
 
 def test_group6_bitcoind_info_huge_rpcport_in_conf():
