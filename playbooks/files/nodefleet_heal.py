@@ -245,14 +245,14 @@ def _read_targets(stream) -> list:
 
 def _positive(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if value <= 0 or value != value:  # NaN is refused too
         raise argparse.ArgumentTypeError(f"{text} is not above 0")
     return value
 
 
 def _not_negative(text: str) -> float:
     value = float(text)
-    if not value >= 0:
+    if value < 0 or value != value:  # NaN is refused too
         raise argparse.ArgumentTypeError(f"{text} is below 0")
     return value
 

@@ -175,7 +175,7 @@ options:
   restart_loop_threshold:
     description:
       - An instance is in a restart loop (RV(instances[].restart_loop)) when
-        RV(instances[].supervisord.restarts) is at least this many, that is this many restarts
+        C(instances[].supervisord.restarts) is at least this many, that is this many restarts
         within the log window read (since supervisord last started, last 2 MiB of its main
         log). Deliberate restarts (C(supervisorctl restart), a rolling upgrade) count too.
       - Needs O(count_restarts=true); without it RV(instances[].restart_loop) is always false.
@@ -250,7 +250,7 @@ instances:
     restart_loop:
       description:
         - True when supervisord restarted the program at least O(restart_loop_threshold) times in the
-          log window read (RV(instances[].supervisord.restarts)) and it has not been RUNNING for longer
+          log window read (C(instances[].supervisord.restarts)) and it has not been RUNNING for longer
           than O(restart_loop_window) since its last start; false otherwise, also when restarts are not
           counted or supervisord was not queried.
       type: bool

@@ -48,7 +48,7 @@ def _handlers(role: str) -> dict:
     """handler name (and listen topic) -> what it does: 'restart', 'reload', 'daemon-reload' or 'other'."""
     out = {}
     for handler in _load(role, "handlers"):
-        _, args = _action(handler)
+        args = _action(handler)[1]
         state = args.get("state")
         if state == "restarted":
             effect = "restart"
@@ -146,7 +146,7 @@ def test_tor_torrc_change_reloads_tor_not_restarts():
 @pytest.mark.parametrize("role", ["supervisor", "tor"])
 def test_no_task_restarts_a_service_directly(role):
     for task in _tasks(_load(role, "tasks")):
-        _, args = _action(task)
+        args = _action(task)[1]
         assert args.get("state") != "restarted", f"roles/{role}: {task['name']!r} restarts a service"
 
 

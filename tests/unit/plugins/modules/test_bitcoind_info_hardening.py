@@ -21,7 +21,7 @@ from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import supervisord
 from ansible_collections.nodefleet.bitcoin.plugins.modules import bitcoind_info
-from ansible_collections.nodefleet.bitcoin.tests.unit.plugins.modules.test_bitcoind_info import (  # noqa: F401
+from ansible_collections.nodefleet.bitcoin.tests.unit.plugins.modules.test_bitcoind_info import (  # noqa: F401  # pylint: disable=unused-import
     PASSWORD,
     fake_bitcoind,
     fake_supervisord,
