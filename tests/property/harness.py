@@ -44,9 +44,11 @@ from hypothesis import strategies as st
 # --------------------------------------------------------------------------- example counts
 
 
-def examples(default: int) -> int:
-    """max_examples for one property: ``default`` (CI budget) or NODEFLEET_PROPERTY_EXAMPLES."""
-    raised = os.environ.get("NODEFLEET_PROPERTY_EXAMPLES")
+def examples(default: int, slow: bool = False) -> int:
+    """max_examples for one property: ``default`` (the CI budget), raised to at least
+    NODEFLEET_PROPERTY_EXAMPLES for a deep run. The slow samples (real Core, real tor, the
+    ansible-playbook -vvvv runs: seconds each) follow NODEFLEET_PROPERTY_SLOW_EXAMPLES instead."""
+    raised = os.environ.get("NODEFLEET_PROPERTY_SLOW_EXAMPLES" if slow else "NODEFLEET_PROPERTY_EXAMPLES")
     return max(default, int(raised)) if raised else default
 
 

@@ -132,7 +132,7 @@ def prepare(ex, names, conf, ports):
             handle.write("\n".join(lines) + "\n")
 
 
-@settings(max_examples=h.examples(100))
+@settings(max_examples=h.examples(200))
 @given(data=st.data())
 def test_bitcoind_info_reports_or_refuses_and_masks_only_passwords(data):
     ports = free_ports(3)  # free now: nothing listens, so RPC is refused at once

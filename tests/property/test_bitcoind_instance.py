@@ -348,7 +348,7 @@ def one_example(args, check=False, pre="none"):
         return outcome, result
 
 
-@settings(max_examples=h.examples(150))
+@settings(max_examples=h.examples(400))
 @given(args=instance_args(), check=st.sampled_from([False, False, True]), pre=PRE_STATES)
 def test_bitcoind_instance_refuses_or_round_trips(args, check, pre):
     one_example(args, check, pre)
@@ -440,7 +440,7 @@ def test_real_core_reads_back_what_was_written(core_bin):
 
     checked = []
 
-    @settings(max_examples=h.examples(8))
+    @settings(max_examples=h.examples(10, slow=True))
     @given(args=core_args())
     def inner(args):
         with h.example_dir() as ex:

@@ -113,7 +113,7 @@ def check_read_back(args: dict, conf_lines: list[str], result: dict) -> None:
             assert value == verifying[0] and result["changed"] is False, "a verifying existing value was not kept"
 
 
-@settings(max_examples=h.examples(250))
+@settings(max_examples=h.examples(500))
 @given(drawn=derive_args(), check=st.booleans())
 def test_rpcauth_derive_refuses_or_derives_a_value_core_reads(drawn, check):
     args, conf_lines = drawn

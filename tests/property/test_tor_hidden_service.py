@@ -253,7 +253,7 @@ def check_read_back(args, result) -> None:
                 assert handle.read() == base64.b64decode(svc["secret_key"])
 
 
-@settings(max_examples=h.examples(150))
+@settings(max_examples=h.examples(300))
 @given(args=module_args(), check=st.sampled_from([False, False, True]))
 def test_tor_hidden_service_refuses_or_round_trips(args, check, monkeypatch_module):
     one_example(args, check, monkeypatch_module)
@@ -308,7 +308,7 @@ def test_real_tor_verifies_what_was_written(tor_bin, monkeypatch_module):
     """A seeded sample of accepted single-form services: real ``tor --verify-config`` accepts the torrc."""
     checked = []
 
-    @settings(max_examples=h.examples(6))
+    @settings(max_examples=h.examples(6, slow=True))
     @given(name=h.SAFE_NAME, ports=PORTS)
     def inner(name, ports):
         with h.example_dir() as ex:

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 ONION = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx.onion"
-SAMPLE = settings(max_examples=h.examples(2))
+SAMPLE = settings(max_examples=h.examples(2, slow=True))
 # Secrets without control characters: the CLI sample is about what reaches the output, not
 # about refusing (a refused secret is masked just the same, see the in-process properties).
 SECRET = h.secret_text(nasty=False).map(lambda s: s + "%'\"=;#x")
