@@ -253,7 +253,7 @@ def test_group7_environment_value_change_never_shows_a_piece():
     program.one_example(args, pre="handwritten")  # the existing file has another environment value
 
 
-@pytest.mark.parametrize("log_offset", [1990, 1995, 1999])
+@pytest.mark.parametrize("log_offset", [1980, 1985, 1990])  # 18, 13, 8 characters of it in the window
 def test_group7_log_tail_cut_by_the_window_never_shows_half_a_secret(log_offset):
     secret = "JKQVXZJKQVXZJKQVXZJKQVXZ"
     args = {
