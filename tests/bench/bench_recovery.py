@@ -47,6 +47,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PROBE_SRC = os.path.join(ROOT, "tests", "chaos", "files", "chaos_probe.py")
 FLOOR = "nodefleet-bench-floor"
 FLOOR_COMMAND = "/bin/sleep infinity"
+WAKE = "nodefleet-bench-wake"
 # The issue's targets (docs/performance.md, "Recovery with real Core").
 TARGETS = {"p50_ms": 1300, "p95_ms": 2500, "floor_ratio": 1.3, "supervisord_ms": 5000, "node_ms": 8000}
 
@@ -126,10 +127,13 @@ def program_settings(container: str, program: str) -> dict:
     return {key: sect[key] for key in keep if key in sect}
 
 
-def floor_program(inventory: str, node: str, settings: dict, state: str) -> dict:
+def floor_program(inventory: str, node: str, settings: dict, state: str, name: str = FLOOR, command=None) -> dict:
     """Add (state=started) or remove (state=absent) the floor program with the collection's module."""
-    args: dict = {"name": FLOOR, "state": state}
-    if state != "absent":
+    args: dict = {"name": name, "state": state}
+    if state != "absent" and command:
+        args.update({"command": command, "autostart": True, "autorestart": "true", "startsecs": 1})
+        args["stdout_logfile"] = "NONE"
+    elif state != "absent":
         args.update(
             {
                 "command": FLOOR_COMMAND,
@@ -149,7 +153,7 @@ def floor_program(inventory: str, node: str, settings: dict, state: str) -> dict
             "name": "bench floor program",
             "hosts": node,
             "gather_facts": False,
-            "tasks": [{"name": f"floor program {state}", "nodefleet.bitcoin.supervisord_program": args}],
+            "tasks": [{"name": f"{name} {state}", "nodefleet.bitcoin.supervisord_program": args}],
         }
     ]
     with tempfile.NamedTemporaryFile("w", suffix=".yml", dir="/tmp", delete=False) as fh:
@@ -163,7 +167,7 @@ def floor_program(inventory: str, node: str, settings: dict, state: str) -> dict
     finally:
         os.unlink(path)
     if summary["rc"] != 0:
-        raise SystemExit(f"supervisord_program {state} for {FLOOR} failed: {summary}")
+        raise SystemExit(f"supervisord_program {state} for {name} failed: {summary}")
     return summary
 
 
@@ -216,6 +220,13 @@ def main() -> int:
     parser.add_argument("--supervisord-kills", type=int, default=3)
     parser.add_argument("--node-restarts", type=int, default=2)
     parser.add_argument("--jitter", type=float, default=1.0)
+    parser.add_argument(
+        "--wake-ms",
+        type=int,
+        default=0,
+        help="experiment: during the instance/floor kills, a program that prints a line every N ms keeps "
+        "waking supervisord's main loop (its poll timeout is 1 s); 0 (default): none",
+    )
     parser.add_argument("--out", default=os.path.join(ROOT, "build", "bench", "recovery.json"))
     args = parser.parse_args()
 
@@ -245,6 +256,10 @@ def main() -> int:
     settings = program_settings(container, f"bitcoind-{name}")
     result["program_settings"] = settings
     floor_program(args.inventory, args.node, settings, "started")
+    if args.wake_ms:
+        wake = f"/bin/sh -c 'while :; do echo; sleep {args.wake_ms / 1000:.3f}; done'"
+        floor_program(args.inventory, args.node, settings, "started", name=WAKE, command=wake)
+        result["wake_ms"] = args.wake_ms
     try:
         kb = probe(
             container,
@@ -261,6 +276,8 @@ def main() -> int:
         )
     finally:
         floor_program(args.inventory, args.node, settings, "absent")
+        if args.wake_ms:
+            floor_program(args.inventory, args.node, settings, "absent", name=WAKE)
     if kb.get("error"):
         raise SystemExit(f"killbench: {kb['error']}")
     bitcoind = kb["samples"]["bitcoind"]
@@ -371,7 +388,8 @@ def render(r: dict) -> str:
     lines = [
         f"{r['node']}/{r['instance']} ({r['daemons'].get('core', '?')} core), {r['cpus']} CPUs, "
         f"load {r['load_before'][0]:.1f} before, {r['duration_s']} s; program "
-        + ", ".join(f"{k}={v}" for k, v in sorted(r["program_settings"].items())),
+        + ", ".join(f"{k}={v}" for k, v in sorted(r["program_settings"].items()))
+        + (f"; EXPERIMENT: supervisord woken every {r['wake_ms']} ms" if r.get("wake_ms") else ""),
         "",
         "| measured (ms) | n | p50 | p95 | max |",
         "|---|---|---|---|---|",

@@ -72,6 +72,8 @@ def test_matrix_covers_the_issue():
     assert kill["repeat"] >= 10 and kill["budget_ms"] <= 5000
     sv = next(c for c in cells if c["id"] == "supervisord-sigkill-steady")
     assert sv["budget_ms"] <= 20000
+    node = next(c for c in cells if c["id"] == "node-restart")
+    assert node["budget_ms"] <= 8000
 
 
 def test_select_sets():
@@ -754,3 +756,20 @@ def test_probe_tip_wait_is_bounded(monkeypatch):
     out = probe.wait_rpc([inst], probe.now_ms(), 5.0, tips={"a": {"hash": "tip5", "height": 5}}, tip_timeout=0.05)
     assert out["recovered"] and not out["tip_regained"]
     assert out["chain"]["a"]["tip_ms"] is None and out["chain"]["a"]["last_seen"] == {"height": 3, "hash": "tip3"}
+
+
+def test_probe_port_taken_needs_a_listener_not_a_failed_bind(tmp_path):
+    """A port whose last connections are in TIME_WAIT refuses a plain bind, but nobody holds it:
+    only a LISTEN socket counts (the foreign listener sets SO_REUSEADDR, as Core does)."""
+    net = tmp_path / "net"
+    net.mkdir()
+    head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    (net / "tcp").write_text(
+        head
+        + "   0: 00000000:5351 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n"
+        + "   1: 0100007F:5352 0100007F:9C40 06 00000000:00000000 03:00000000 00000000     0        0 0\n"
+    )
+    (net / "tcp6").write_text(
+        head + "   0: 00000000000000000000000000000000:4E21 00000000000000000000000000000000:0000 0A 0 0 0 0 0 2\n"
+    )
+    assert probe.listening_ports(str(tmp_path)) == {0x5351, 0x4E21}

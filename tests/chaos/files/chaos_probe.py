@@ -616,6 +616,9 @@ def inject(args, instances: list[Instance]) -> dict:
         code = (
             "import socket,time\n"
             "s=socket.socket()\n"
+            # like any server (and Core): a port whose last connections are in TIME_WAIT (the
+            # instance's peers) can be listened on again at once
+            "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
             f"s.bind(({host!r},{port:d}))\n"
             "s.listen(1)\n"
             f"time.sleep({FOREIGN_LIFETIME_S:d})\n"
@@ -628,8 +631,8 @@ def inject(args, instances: list[Instance]) -> dict:
             stderr=subprocess.DEVNULL,
         )
         _record("foreign", {"pid": proc.pid, "port": port})
-        bound = wait_until(lambda: _port_bound(host, port), 5.0)
-        detail.update({"foreign_pid": proc.pid, "port": port, "host": host, "bound": bool(bound)})
+        bound = wait_until(lambda: proc.poll() is None and _port_bound(host, port), 5.0)
+        detail.update({"foreign_pid": proc.pid, "port": port, "host": host, "bound": bool(bound), "exit": proc.poll()})
     elif fault == "stale_lock":
         # SIGKILL leaves bitcoind.pid and the network dir's .lock behind; supervisord restarts
         # the daemon on top of them. Record that they were there at the restart.
@@ -661,15 +664,22 @@ def _remember(injected: dict) -> dict:
     return injected
 
 
+def listening_ports(proc: str = "/proc") -> set[int]:
+    """Ports with a TCP socket in LISTEN state (IPv4 and IPv6), from /proc/net/tcp{,6}."""
+    ports = set()
+    for name in ("tcp", "tcp6"):
+        text = read_file(os.path.join(proc, "net", name)) or ""
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def _port_bound(host: str, port: int) -> bool:
-    probe = socket.socket()
-    try:
-        probe.bind((host, port))
-    except OSError:
-        return True
-    finally:
-        probe.close()
-    return False
+    """Something LISTENs on ``port`` (a failed test bind is no proof: TIME_WAIT connections of
+    the instance's peers refuse a bind without SO_REUSEADDR too)."""
+    return port in listening_ports()
 
 
 def cleanup() -> dict:
