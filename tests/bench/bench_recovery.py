@@ -206,6 +206,49 @@ def pick_instance(hv: dict, wanted: str) -> str:
     return present[0]["name"]
 
 
+TIMELINE = (
+    ("main_process_exited", "Main process exited"),
+    ("cgroup_stopped", "(Deactivated successfully|Failed with result|Consumed)"),
+    ("restart_scheduled", "Scheduled restart job"),
+    ("unit_started", "Started supervisor"),
+    ("supervisord_started", "supervisord started with pid"),
+    ("first_spawn", "spawned: "),
+)
+
+
+def supervisord_timeline(container: str, t0_ms: int) -> dict:
+    """ms after t0 of each step of a supervisord restart, from the journal (systemd's and
+    supervisord's own lines, epoch timestamps)."""
+    import re
+
+    out = podman(
+        "exec",
+        container,
+        "journalctl",
+        "-u",
+        "supervisor.service",
+        "-o",
+        "short-unix",
+        "--no-pager",
+        "--since",
+        "@%d" % (t0_ms // 1000 - 1),
+        check=False,
+    ).stdout
+    steps: dict = {}
+    for line in out.splitlines():
+        head, _, rest = line.partition(" ")
+        try:
+            stamp = int(float(head) * 1000)
+        except ValueError:
+            continue
+        if stamp < t0_ms:
+            continue
+        for key, pattern in TIMELINE:
+            if key not in steps and re.search(pattern, rest):
+                steps[key] = stamp - t0_ms
+    return steps
+
+
 def orphan_check(node: str, snap: dict) -> dict:
     check = chaos.check_processes({node: snap})[0]
     return {"ok": check["ok"], "value": check["value"]}
@@ -319,6 +362,7 @@ def main() -> int:
                 "every_instance_ms": wait.get("max_ttr_ms"),
                 "ttr_ms": wait["ttr_ms"],
                 "no_orphan": orphan_check(args.node, after["snapshot"]),
+                "timeline_ms": supervisord_timeline(container, out["t0_ms"]),
             }
         )
     result["supervisord_kill"] = {
@@ -385,6 +429,11 @@ def render(r: dict) -> str:
     def row(what, s):
         return f"| {what} | {s['n']} | {s['p50']} | {s['p95']} | {s['max']} |"
 
+    timeline = "; ".join(
+        "supervisord kill #%d: %s, every instance %s"
+        % (i + 1, ", ".join(f"{k} +{v}" for k, v in run.get("timeline_ms", {}).items()), run["every_instance_ms"])
+        for i, run in enumerate(sv["runs"])
+    )
     lines = [
         f"{r['node']}/{r['instance']} ({r['daemons'].get('core', '?')} core), {r['cpus']} CPUs, "
         f"load {r['load_before'][0]:.1f} before, {r['duration_s']} s; program "
@@ -412,6 +461,8 @@ def render(r: dict) -> str:
         f"{mark(sv_back and sv_orphans and (sv['every_instance']['max'] or 1e9) <= TARGETS['supervisord_ms'])} |",
         f"| node restart: everything <= {TARGETS['node_ms']} ms, no converge | max {node['everything']['max']} ms | "
         f"{mark(node_back and (node['everything']['max'] or 1e9) <= TARGETS['node_ms'])} |",
+        "",
+        "Timeline (ms after the kill): " + (timeline or "-"),
     ]
     return "\n".join(lines)
 
