@@ -37,6 +37,7 @@ import argparse
 import base64
 import http.client
 import json
+import math
 import socket
 import sys
 import threading
@@ -245,14 +246,14 @@ def _read_targets(stream) -> list:
 
 def _positive(text: str) -> float:
     value = float(text)
-    if value <= 0 or value != value:  # NaN is refused too
+    if math.isnan(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text} is not above 0")
     return value
 
 
 def _not_negative(text: str) -> float:
     value = float(text)
-    if value < 0 or value != value:  # NaN is refused too
+    if math.isnan(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text} is below 0")
     return value
 
