@@ -36,6 +36,7 @@ import os
 import re
 
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import rpcauth as rpcauth_utils
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils import tor
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     NETWORKS,
     ValidationError,
@@ -117,7 +118,6 @@ FORBIDDEN_EXTRA_KEYS = {
 }
 # \Z, not $: "$" also matches before a trailing newline ("txindex\n" would pass).
 EXTRA_KEY_RE = re.compile(r"^[a-z0-9]+\Z")
-ONION_RE = re.compile(r"^[a-z2-7]{56}\.onion\Z")
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
 _PORT_RE = re.compile(r"^[0-9]{1,5}\Z")
 
@@ -381,8 +381,8 @@ def _check_addnode(option: str, value) -> str:
         port = port_text if sep else None
         if not _HOSTNAME_RE.match(host) or ".." in host:
             raise ValidationError(option, f"{host!r} is not a host name, IPv4 address or .onion address")
-        if host.endswith(".onion") and not ONION_RE.match(host):
-            raise ValidationError(option, f"{host!r} is not a v3 onion address (56 characters a-z2-7 then .onion)")
+        if host.endswith(".onion"):
+            tor.check_onion_address(option, host)
     if port is not None and (not _PORT_RE.match(port) or not 1 <= int(port) <= 65535):
         raise ValidationError(option, f"the port in {value!r} is not 1-65535")
     return value
@@ -470,10 +470,8 @@ def validate(params: dict) -> dict:
     check_unique_ports(named_ports)
 
     onion_address = p["onion_address"]
-    if onion_address is not None and (not isinstance(onion_address, str) or not ONION_RE.match(onion_address)):
-        raise ValidationError(
-            "onion_address", f"{onion_address!r} is not a v3 onion address (56 characters a-z2-7 then .onion)"
-        )
+    if onion_address is not None:
+        tor.check_onion_address("onion_address", onion_address)
     if tor_mode != "clearnet" and onion_address is None:
         raise ValidationError(
             "onion_address",
@@ -587,22 +585,22 @@ def render(n: dict) -> str:
     for key in ("prune", "dbcache", "maxconnections"):
         if n[key] is not None:
             lines.append(f"{key}={n[key]}")
-    tor = n["tor_mode"] != "clearnet"
+    uses_tor = n["tor_mode"] != "clearnet"
     if n["tor_mode"] == "tor-only":
         # Everything through Tor, only onion peers, no clearnet address learnt or advertised.
         lines += [f"proxy={n['tor_proxy']}", f"onion={n['tor_proxy']}"]
-    elif tor:
+    elif uses_tor:
         # both: Tor only for .onion peers (onion=, no proxy=: proxy= would send every clearnet
         # connection out through Tor exits); clearnet connections go direct.
         lines.append(f"onion={n['tor_proxy']}")
     lines.append("listenonion=0")
     if n["tor_mode"] == "tor-only":
         lines += ["onlynet=onion", "dnsseed=0", "discover=0"]
-    elif tor:
+    elif uses_tor:
         # externalip= soft-sets discover=0, which stops Core advertising the clearnet address
         # its peers see; discover=1 keeps the clearnet address advertised next to the onion.
         lines.append("discover=1")
-    if tor:
+    if uses_tor:
         lines.append(f"externalip={n['onion_address']}")
     if n.get("debug_log", "console") == "console":
         # Only stdout (supervisord rotates it); no debug.log growing in the datadir.
@@ -621,7 +619,7 @@ def render(n: dict) -> str:
     # tor-only: P2P only on loopback (tor reaches it through the onion bind); else all interfaces.
     p2p_host = "127.0.0.1" if n["tor_mode"] == "tor-only" else "0.0.0.0"  # noqa: S104
     lines.append(f"bind={p2p_host}:{ports['p2p']}")
-    if tor:
+    if uses_tor:
         lines.append(f"bind=127.0.0.1:{ports['onion']}=onion")
     lines += [f"rpcbind={addr}" for addr in n["rpc_bind"]]
     lines += [f"rpcallowip={addr}" for addr in n["rpc_allow_ip"]]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import hashlib
 import hmac
 import ipaddress
 import os
@@ -59,10 +60,31 @@ _UNSAFE_TORRC_VALUE_RE = re.compile(r"[\s#\"'\\]")
 # --------------------------------------------------------------------------- validation
 
 
+def is_onion_v3(value) -> bool:
+    """True for a Tor v3 address that Bitcoin Core accepts (``CNetAddr::SetTor``).
+
+    56 base32 characters decode to pubkey (32 bytes) | checksum (2) | version (1); the
+    version must be 3 and the checksum ``SHA3-256(".onion checksum" | pubkey | version)[:2]``.
+    Core refuses anything else at start-up ("Cannot resolve -externalip address"), so an
+    instance given such an address would never start.
+    """
+    if not isinstance(value, str) or not ONION_RE.match(value):
+        return False
+    raw = base64.b32decode(value[: -len(".onion")].upper())
+    pubkey, checksum, version = raw[:32], raw[32:34], raw[34:]
+    return version == b"\x03" and hashlib.sha3_256(b".onion checksum" + pubkey + version).digest()[:2] == checksum
+
+
 def check_onion_address(option: str, value: str) -> str:
-    """Return ``value`` if it is a v3 onion address (56 base32 characters + ``.onion``)."""
+    """Return ``value`` if it is a v3 onion address Core accepts (see ``is_onion_v3``)."""
     if not isinstance(value, str) or not ONION_RE.match(value):
         raise ValidationError(option, f"{value!r} is not a v3 onion address (56 characters a-z2-7 + '.onion')")
+    if not is_onion_v3(value):
+        raise ValidationError(
+            option,
+            f"{value!r} is not a valid v3 onion address: its checksum or version byte is wrong "
+            "(Bitcoin Core refuses it at start-up)",
+        )
     return value
 
 

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 SPEC_KW = h.module_spec(bitcoind_instance)
 SPEC = SPEC_KW["argument_spec"]
-ONION = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx.onion"
+ONION = "aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dyp3kead.onion"
 
 core_read = h.core_read
 

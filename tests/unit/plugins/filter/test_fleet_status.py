@@ -19,7 +19,7 @@ from ansible_collections.nodefleet.bitcoin.plugins.filter.fleet_status import (
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.instance_states import STATES
 from prometheus_client.parser import text_string_to_metric_families
 
-ONION = "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz2345.onion"
+ONION = "mrswmz3infvgw3dnnzxxa4lson2hk5txpb4xu634pv7h7aebqkb5woid.onion"
 
 
 def instance(name, state="up", **over):

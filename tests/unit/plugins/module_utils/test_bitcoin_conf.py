@@ -14,7 +14,7 @@ from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import Va
 with open(os.path.join(os.path.dirname(__file__), "bitcoin_conf_cases.yml"), encoding="utf-8") as _handle:
     CASES = yaml.safe_load(_handle)
 
-ONION = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx.onion"
+ONION = "aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dyp3kead.onion"
 
 
 def _ids(cases):

@@ -24,7 +24,9 @@ ONION = "pplucon3en7jyrs5kb7kxl2dvdo5dfm4bjjmug3zktvuvfu4i3dqp6qd.onion"
     "value, ok",
     [
         (ONION, True),
-        ("a" * 56 + ".onion", True),
+        ("a" * 56 + ".onion", False),  # base32 but wrong checksum/version: Core refuses it
+        ("aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dyp3kead.onion", True),
+        ("aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dyp3keab.onion", False),  # version 1
         ("A" * 56 + ".onion", False),  # upper case is not what tor writes
         ("a" * 55 + ".onion", False),
         ("a" * 16 + ".onion", False),  # v2

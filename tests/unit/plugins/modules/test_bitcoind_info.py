@@ -16,7 +16,7 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import bitcoin_conf
 from ansible_collections.nodefleet.bitcoin.plugins.modules import bitcoind_info
 
-ONION = "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz2345.onion"
+ONION = "mrswmz3infvgw3dnnzxxa4lson2hk5txpb4xu634pv7h7aebqkb5woid.onion"
 PASSWORD = "s3cret-Pa55word-for-tests"
 
 # --------------------------------------------------------------------------- pure parsers

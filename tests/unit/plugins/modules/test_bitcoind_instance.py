@@ -16,7 +16,7 @@ from ansible_collections.nodefleet.bitcoin.plugins.module_utils import bitcoin_c
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import ValidationError
 from ansible_collections.nodefleet.bitcoin.plugins.modules import bitcoind_instance
 
-ONION = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx.onion"
+ONION = "aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dyp3kead.onion"
 PASSWORD = "Unit-Test-Pa55word-4711"
 OWNER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name

@@ -20,7 +20,7 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import bitcoin_conf
 from ansible_collections.nodefleet.bitcoin.plugins.modules import bitcoind_instance
 
-ONION = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx.onion"
+ONION = "aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dyp3kead.onion"
 PASSWORD = "Unit-Test-Pa55word-4711"
 OWNER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name
@@ -384,3 +384,22 @@ def test_fail_json_is_not_called_inside_an_except_block(capsys, args, monkeypatc
         result = run_main(capsys, dict(args, **change))
         assert result["failed"] is True
     assert seen == [None] * 4, seen
+
+
+# --------------------------------------------------------------------------- onion checksum
+
+
+@pytest.mark.parametrize("option", ["onion_address", "addnode"])
+def test_an_onion_address_core_would_refuse_is_refused(capsys, tmp_path, args, option):
+    # 56 base32 characters but a wrong checksum: Core exits at start-up with "Cannot resolve
+    # -externalip address", so the instance would crash-loop on a file we wrote.
+    bad = "a" * 56 + ".onion"
+    if option == "onion_address":
+        args.update(tor_mode="tor-only", onion_address=bad)
+    else:
+        args["addnode"] = [bad + ":18444"]
+    result = run_main(capsys, args)
+    assert result.get("failed") is True
+    assert result["msg"].startswith(option), result["msg"]
+    assert "checksum" in result["msg"]
+    assert not (tmp_path / "btc").exists()
