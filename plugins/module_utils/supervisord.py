@@ -45,6 +45,7 @@ from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     ValidationError,
     check_abs_path,
     check_line_value,
+    check_managed_dir,
     check_name,
     unsafe_char,
 )
@@ -262,7 +263,7 @@ def normalize_program(raw: dict, index: str | None = None) -> dict:
     if state not in ("present", "started", "stopped", "restarted", "absent"):
         raise ValidationError(opt("state"), f"{state!r} is not one of present, started, stopped, restarted, absent")
     prog["state"] = state
-    prog["conf_dir"] = check_abs_path(opt("conf_dir"), prog.get("conf_dir") or "/etc/supervisor/conf.d")
+    prog["conf_dir"] = check_managed_dir(opt("conf_dir"), prog.get("conf_dir") or "/etc/supervisor/conf.d")
     if state == "absent":
         return prog
     if prog.get("command") is None:

@@ -34,7 +34,7 @@ description:
     impl=<impl>), C(chain=), the network section's C(rpcport)/C(port)/C(bind)), so
     O(instances) may be as small as a name and credentials."
   - rpcauth lines cannot give back a password, so credentials are always passed in
-    (O(instances[].rpc_password), O(rpc_credentials) or O(credentials)). An instance without
+    (O(instances[].rpc_password) or O(rpc_credentials)). An instance without
     credentials is still probed, and reports V(auth_failed) when its RPC answers.
   - Read-only. Nothing is written, so check mode runs the same queries.
 author:
@@ -66,11 +66,11 @@ options:
         required: true
       rpc_user:
         description:
-          - RPC user name (falls back to O(rpc_credentials), then O(credentials)).
+          - RPC user name (falls back to O(rpc_credentials)).
           - 1-64 printable ASCII characters without whitespace, control characters, C(:), C(#) or C(=).
         type: str
       rpc_password:
-        description: RPC password (falls back to O(rpc_credentials), then O(credentials)). Never returned.
+        description: RPC password (falls back to O(rpc_credentials)). Never returned.
         type: str
       rpc_host:
         description: Address to connect to. Default the first loopback C(rpcbind) of the conf, else C(127.0.0.1).
@@ -117,10 +117,10 @@ options:
   rpc_credentials:
     description:
       - RPC credentials per instance, used for instances whose O(instances[].rpc_user) or
-        O(instances[].rpc_password) is not given, and for discovered instances. Takes
-        precedence over O(credentials) for the same instance.
+        O(instances[].rpc_password) is not given, and for discovered instances.
       - Only the password is secret (C(no_log)); user and instance names stay readable in the
-        output. Prefer this over O(credentials).
+        output. (The older dict form C(credentials) was removed: it had to be C(no_log) as a
+        whole, which masked every user and instance name in the output.)
     type: list
     elements: dict
     default: []
@@ -139,13 +139,13 @@ options:
         required: true
   credentials:
     description:
-      - Instance name -> C({user, password}), the older form of O(rpc_credentials), kept for
-        compatibility.
-      - The whole value is C(no_log), so Ansible masks every user name given here wherever it
-        appears in the output (a user C(u) turns C(up) into C(********p)). Use
-        O(rpc_credentials), where only the password is masked.
-    type: dict
-    default: {}
+      - Removed; giving it fails with a message that names O(rpc_credentials). The older dict
+        form (instance name -> C({user, password})) had to be C(no_log) as a whole, which
+        masked every user and instance name wherever it appeared in the output. Move each
+        entry to O(rpc_credentials) as C({name, user, password}).
+      - Still declared (and C(no_log)) only so that a playbook that passes it cannot echo its
+        passwords in an "unsupported parameter" error.
+    type: raw
   timeout:
     description:
       - Time budget in seconds for each instance, all RPC calls included (connect, every
@@ -390,8 +390,15 @@ def parse_bitcoin_conf(text: str) -> dict:
         except ValueError:
             return None
 
-    facts["rpc_port"] = first_int("rpcport")
-    facts["p2p_port"] = first_int("port")
+    def first_port(key):
+        port = first_int(key)
+        if port is not None and not 1 <= port <= 65535:
+            # Core refuses to start with it ("Invalid port specified"); nothing can answer there.
+            raise ValueError(f"{key}={port} is not a port (1-65535)")
+        return port
+
+    facts["rpc_port"] = first_port("rpcport")
+    facts["p2p_port"] = first_port("port")
     facts["prune"] = first_int("prune") or 0
     onion_port = None
     for bind in as_list("bind"):
@@ -560,20 +567,9 @@ def validate_instance(spec: dict, index: int) -> None:
             raise ValidationError(option + ".rpc_host", f"{host!r} is not a host name or IP address")
 
 
-def validate_credentials(credentials: dict) -> None:
-    """The old ``credentials`` dict form; messages never show a password."""
-    for name, cred in credentials.items():
-        check_name("credentials", name)
-        if not isinstance(cred, dict) or not isinstance(cred.get("user"), str) or "password" not in cred:
-            raise ValidationError("credentials", f"entry {name!r} must be a dict with 'user' and 'password'")
-        if not isinstance(cred["password"], str):
-            raise ValidationError("credentials", f"password of {name!r} must be a string")
-        check_rpc_user(f"credentials.{name}.user", cred["user"])
-
-
-def merge_credentials(rpc_credentials: list, credentials: dict) -> dict:
-    """Instance name -> {user, password} from both forms; ``rpc_credentials`` wins per name."""
-    merged = dict(credentials)
+def merge_credentials(rpc_credentials: list) -> dict:
+    """Instance name -> {user, password} from O(rpc_credentials); a name listed twice is refused."""
+    merged: dict = {}
     seen = set()
     for index, entry in enumerate(rpc_credentials):
         option = f"rpc_credentials[{index}]"
@@ -631,7 +627,7 @@ def resolve_instance(spec: dict, params: dict) -> dict:
     rpc_port = pick("rpc_port")
     if rpc_port is None and network in DEFAULT_RPC_PORTS and conf_text is not None:
         rpc_port = DEFAULT_RPC_PORTS[network]
-    cred = params["credentials"].get(name) or {}
+    cred = params["_credentials"].get(name) or {}
     return {
         "name": name,
         "program": spec.get("program") or program_facts["program"] or f"bitcoind-{name}",
@@ -846,6 +842,7 @@ def main():
         argument_spec=dict(
             instances=dict(type="list", elements="dict", default=[], options=instance_options),
             names=dict(type="list", elements="str"),
+            credentials=dict(type="raw", no_log=True),
             rpc_credentials=dict(
                 type="list",
                 elements="dict",
@@ -856,7 +853,6 @@ def main():
                     password=dict(type="str", required=True, no_log=True),
                 ),
             ),
-            credentials=dict(type="dict", default={}, no_log=True),
             timeout=dict(type="float", default=5.0),
             conf_dir=dict(type="path", default="/etc/supervisor/conf.d"),
             datadir_root=dict(type="path", default="/var/lib/bitcoind"),
@@ -886,8 +882,13 @@ def main():
             raise ValidationError("restart_loop_threshold", "must be at least 1")
         if params["restart_loop_window"] < 0:
             raise ValidationError("restart_loop_window", "must be 0 (no limit) or a number of seconds")
-        validate_credentials(params["credentials"])
-        params["credentials"] = merge_credentials(params["rpc_credentials"], params["credentials"])
+        if params["credentials"] is not None:
+            raise ValidationError(
+                "credentials",
+                "this option was removed (its dict form masked every user and instance name in the "
+                "output); pass rpc_credentials: a list of {name, user, password}",
+            )
+        params["_credentials"] = merge_credentials(params["rpc_credentials"])
         for index, spec in enumerate(params["instances"]):
             validate_instance(spec, index)
         for name in params["names"] or []:

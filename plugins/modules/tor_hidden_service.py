@@ -243,6 +243,7 @@ reloaded:
 import contextlib
 import os
 import pwd
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import safe_fs, tor
@@ -335,8 +336,14 @@ def validate(params: dict) -> tuple[list[dict], bool, dict]:
     return services, batch, settings
 
 
+# A POSIX user name as Debian's adduser allows it (no NUL, control characters or spaces).
+TOR_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
+
+
 def check_system(services: list[dict], settings: dict) -> tuple[int, int]:
     """Preconditions on the host (files, user, includes); returns tor_user's (uid, gid)."""
+    if not isinstance(settings["tor_user"], str) or not TOR_USER_RE.match(settings["tor_user"]):
+        raise ValidationError("tor_user", "{!r} is not a user name".format(settings["tor_user"]))
     try:
         entry = pwd.getpwnam(settings["tor_user"])
     except KeyError:

@@ -118,14 +118,14 @@ def write_instance(sv, name: str, root: str, impl: str = "core", peers=None, aut
     return {"name": name, "rpc_port": rpc, "datadir": datadir}
 
 
-def credentials(names) -> dict:
-    return {name: {"user": RPC_USER, "password": password_for(name)} for name in names}
+def credentials(names) -> list:
+    return [{"name": name, "user": RPC_USER, "password": password_for(name)} for name in names]
 
 
 def run_info(sv, names, timeout: float = 5.0, check: bool = False, extra: dict | None = None) -> tuple:
     """Run bitcoind_info through ansible (discovery mode); return (module result, wall seconds, raw output)."""
     args = {
-        "credentials": credentials(names),
+        "rpc_credentials": credentials(names),
         "conf_dir": sv.conf_dir,
         "datadir_root": "/nonexistent",
         "supervisor_url": sv.server_url,
@@ -227,7 +227,7 @@ def test_restart_counted_and_wrong_password_is_auth_failed(supervisord, tmp_path
     assert solo["supervisord"]["restarts"] == 1
     assert solo["peers"]["breakdown"] == dict.fromkeys(BREAKDOWN, 0)
 
-    bad = {"credentials": {"solo": {"user": RPC_USER, "password": "not-the-password"}}}
+    bad = {"rpc_credentials": [{"name": "solo", "user": RPC_USER, "password": "not-the-password"}]}
     result, _, stdout = run_info(sv, ["solo"], extra=bad)
     assert result["instances"][0]["state"] == "auth_failed"
     assert "not-the-password" not in stdout

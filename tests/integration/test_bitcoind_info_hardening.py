@@ -85,7 +85,7 @@ def test_a_program_restarted_once_is_not_a_loop_and_rpc_credentials_mask_only_pa
 
     # discovery + rpc_credentials, right password: up; the user name stays readable
     good = {
-        "credentials": {},
+        "rpc_credentials": [],
         "rpc_credentials": [{"name": "solo", "user": RPC_USER, "password": password_for("solo")}],
     }
     result, _wall, out = run_info(sv, ["solo"], extra=good)

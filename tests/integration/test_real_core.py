@@ -172,7 +172,7 @@ def test_debug_log_file_mode_is_accepted_by_real_core(real_core, make_node, tmp_
 def info_target(inst: dict, password: str) -> dict:
     """The module's own resolve_instance for an instance (its bitcoin.conf read from the datadir)."""
     spec = {"name": inst["name"], "datadir": str(inst["datadir"]), "rpc_user": USER, "rpc_password": password}
-    params = {"conf_dir": "/nonexistent", "datadir_root": "/nonexistent", "credentials": {}}
+    params = {"conf_dir": "/nonexistent", "datadir_root": "/nonexistent", "rpc_credentials": []}
     return bitcoind_info.resolve_instance(spec, params)
 
 

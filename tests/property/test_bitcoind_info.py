@@ -77,10 +77,7 @@ def info_args(draw, ports):
         args["instances"] = instances
     creds = {name: {"user": draw(USERS), "password": draw(h.secret_text())} for name in names if draw(st.booleans())}
     if creds:
-        if draw(st.booleans()) and "rpc_credentials" in SPEC:
-            args["rpc_credentials"] = [dict(c, name=n) for n, c in creds.items()]
-        else:
-            args["credentials"] = creds
+        args["rpc_credentials"] = [dict(c, name=n) for n, c in creds.items()]
     if attack == "credentials":
         args["rpc_credentials"] = [
             {

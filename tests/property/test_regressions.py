@@ -23,6 +23,8 @@ Found by the property suite and kept here (minimal examples as hypothesis shrank
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from ansible_collections.nodefleet.bitcoin.tests.integration.local_ports import free_ports
 from ansible_collections.nodefleet.bitcoin.tests.property import test_bitcoind_info as info
@@ -290,9 +292,12 @@ def test_group8_instance_rpc_user_is_not_masked():
     assert [i["state"] for i in result.result["instances"]] == ["down"]
 
 
-def test_group8_legacy_credentials_user_is_not_masked():
-    """Found by the property suite: the legacy ``credentials`` dict is no_log as a whole, so its
-    user 'd' masked 'down' as '********own' and 'node-1' as 'no********e-1'."""
-    args = info_args(credentials={"a": {"user": "d", "password": PASSWORD}})
+def test_group8_legacy_credentials_form_is_refused_without_masking_a_status():
+    """Found by the property suite: the legacy ``credentials`` dict was no_log as a whole, so its
+    user 'd' masked 'down' as '********own' and 'node-1' as 'no********e-1'. The form is
+    removed: giving it fails naming its replacement, and its password is never shown."""
+    args = info_args(credentials={"a": {"user": "monitor", "password": PASSWORD}})
     _outcome, result = info.one_example(args, ["a"], {"a": []}, free_ports(3))
-    assert [i["state"] for i in result.result["instances"]] == ["down"]
+    assert result.result.get("failed") is True
+    assert "rpc_credentials" in result.result["msg"]
+    assert PASSWORD not in json.dumps(result.result)

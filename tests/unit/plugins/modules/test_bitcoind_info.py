@@ -462,7 +462,7 @@ def test_discovery_reads_program_files_and_bitcoin_conf(fake_bitcoind, capsys, t
     (conf_dir / "bitcoind-lost.conf").write_text("[program:bitcoind-lost]\ncommand=/bin/true\n")
     (conf_dir / "other.conf").write_text("[program:other]\ncommand=/bin/true\n")
     args = {
-        "credentials": {"gm1": {"user": "monitor", "password": PASSWORD}},
+        "rpc_credentials": [{"name": "gm1", "user": "monitor", "password": PASSWORD}],
         "supervisor_url": "",
         "conf_dir": str(conf_dir),
         "datadir_root": str(tmp_path / "data"),
@@ -499,8 +499,10 @@ def test_discovery_reads_program_files_and_bitcoin_conf(fake_bitcoind, capsys, t
         ({"instances": [{"name": "a"}], "names": ["b"]}, "names: unknown instance(s) b"),
         ({"timeout": 0}, "timeout"),
         ({"supervisor_url": "ftp://x"}, "supervisor_url"),
-        ({"credentials": {"a": {"user": "u"}}}, "credentials"),
-        ({"credentials": {"a b": {"user": "u", "password": "p"}}}, "credentials"),
+        ({"rpc_credentials": [{"name": "a", "user": "u"}]}, "rpc_credentials"),
+        ({"rpc_credentials": [{"name": "a b", "user": "u", "password": "pw-secret"}]}, "rpc_credentials[0].name"),
+        # The old dict form is gone: it had to be no_log as a whole and masked user names.
+        ({"credentials": {"a": {"user": "monitor", "password": "pw-secret"}}}, "rpc_credentials"),
     ],
 )
 def test_invalid_input_fails_naming_the_option(args, message, capsys, tmp_path):

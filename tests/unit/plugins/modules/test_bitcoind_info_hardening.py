@@ -175,7 +175,7 @@ def test_rpc_credentials_mask_only_the_password(fake_bitcoind, capsys, tmp_path)
     assert result["invocation"]["module_args"]["rpc_credentials"][0]["user"] == "u"
 
 
-def test_rpc_credentials_win_over_credentials_and_old_form_still_works(fake_bitcoind, capsys, tmp_path):  # noqa: F811
+def test_rpc_credentials_are_used_and_the_old_dict_form_is_refused(fake_bitcoind, capsys, tmp_path):  # noqa: F811
     port = fake_bitcoind()
     base = {
         "instances": [{"name": "a1", "rpc_port": port}],
@@ -184,12 +184,17 @@ def test_rpc_credentials_win_over_credentials_and_old_form_still_works(fake_bitc
         "datadir_root": str(tmp_path),
         "timeout": 3,
     }
+    good = dict(base, rpc_credentials=[{"name": "a1", "user": "monitor", "password": PASSWORD}])
+    result, out = run_module(good, capsys)
+    assert result["instances"][0]["state"] == "up" and PASSWORD not in out
+    wrong = dict(base, rpc_credentials=[{"name": "a1", "user": "monitor", "password": "wrong-" + PASSWORD}])
+    result, out = run_module(wrong, capsys)
+    assert result["instances"][0]["state"] == "auth_failed"
+    assert PASSWORD not in out
+    # The old whole-dict no_log form (which masked user names everywhere) is no longer an option.
     old = dict(base, credentials={"a1": {"user": "monitor", "password": PASSWORD}})
     result, out = run_module(old, capsys)
-    assert result["instances"][0]["state"] == "up" and PASSWORD not in out
-    both = dict(old, rpc_credentials=[{"name": "a1", "user": "monitor", "password": "wrong-" + PASSWORD}])
-    result, out = run_module(both, capsys)
-    assert result["instances"][0]["state"] == "auth_failed"
+    assert result.get("failed") and "credentials" in result["msg"]
     assert PASSWORD not in out
 
 
@@ -207,7 +212,7 @@ def test_rpc_credentials_win_over_credentials_and_old_form_still_works(fake_bitc
             },
             "rpc_credentials[1].name",
         ),
-        ({"credentials": {"a1": {"user": "u\x1b[2J", "password": "p"}}}, "credentials.a1.user"),
+        ({"rpc_credentials": [{"name": "a1", "user": "u\x1b[2J", "password": "p"}]}, "rpc_credentials[0].user"),
         ({"instances": [{"name": "a1", "rpc_user": "mon\x00itor"}]}, "instances[0].rpc_user"),
     ],
 )
@@ -229,7 +234,11 @@ def test_bad_credentials_fail_cleanly(monkeypatch, tmp_path, extra, option):
 
 @pytest.mark.parametrize(
     "args",
-    [{"timeout": 0}, {"supervisor_url": "ftp://x"}, {"credentials": {"a": {"user": "u"}}}],
+    [
+        {"timeout": 0},
+        {"supervisor_url": "ftp://x"},
+        {"rpc_credentials": [{"name": "a", "user": "u\x00", "password": "p"}]},
+    ],
 )
 def test_fail_json_is_never_called_inside_an_except_block(monkeypatch, tmp_path, args):
     calls = []
