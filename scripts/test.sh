@@ -4,14 +4,16 @@
 #   scripts/test.sh lint units      # only the named stages
 # Stages: lint (ruff, ansible-lint production, yamllint via ansible-lint), artifact (the built
 # tarball installs, ansible-doc renders every module, a module from it runs), sanity (ansible-test sanity), units (ansible-test units),
-# integration (real supervisord, tor and the stand-in daemon on this machine),
+# integration (real supervisord, tor, real Bitcoin Core from ../shared/bitcoin-core and the
+# stand-in daemon on this machine), property (generated hostile inputs against every module,
+# hypothesis, seeded and bounded),
 # molecule (the local podman fleet: converge, idempotence, check-diff, verify),
 # chaos (the chaos matrix subset that CI runs; scripts/chaos.sh runs the full matrix).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 
-ALL_STAGES=(lint artifact sanity units integration molecule chaos)
+ALL_STAGES=(lint artifact sanity units integration property molecule chaos)
 if (($#)); then STAGES=("$@"); else STAGES=("${ALL_STAGES[@]}"); fi
 
 bash scripts/setup.sh
@@ -92,6 +94,12 @@ stage_units() {
 stage_integration() {
   # The stand-in daemon (test infrastructure, not in the artifact) has its unit tests here too.
   pytest -p no:cacheprovider tests/unit/standin tests/integration
+}
+
+stage_property() {
+  # Its own pytest process: the suite moves itself into a private mount namespace (host
+  # read-only, a fresh /tmp), see tests/property/README.md.
+  pytest -p no:cacheprovider -q tests/property
 }
 
 stage_molecule() {
