@@ -2,7 +2,7 @@
 # The chaos matrix against the local podman fleet (docs/chaos.md).
 #
 #   bash scripts/chaos.sh            # every cell of tests/chaos/matrix.yml; updates docs/chaos.md
-#   bash scripts/chaos.sh --ci       # the CI subset (cells with `ci: true`, about 10 minutes)
+#   bash scripts/chaos.sh --ci       # the CI subset (cells with `ci: true`, about 12 minutes)
 #   bash scripts/chaos.sh --cell ID[,ID...]   # named cells only (manual cells too)
 #
 # Brings the fleet up first when it is not (node image, signed stand-in releases, the
