@@ -627,7 +627,7 @@ def resolve_instance(spec: dict, params: dict) -> dict:
     rpc_port = pick("rpc_port")
     if rpc_port is None and network in DEFAULT_RPC_PORTS and conf_text is not None:
         rpc_port = DEFAULT_RPC_PORTS[network]
-    cred = params["_credentials"].get(name) or {}
+    cred = params.get("_credentials", {}).get(name) or {}
     return {
         "name": name,
         "program": spec.get("program") or program_facts["program"] or f"bitcoind-{name}",

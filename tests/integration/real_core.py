@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ansible_collections.nodefleet.bitcoin.tests.integration import ci_gate
 
 REPO = Path(__file__).resolve().parents[2]
 PLATFORM = "x86_64-linux-gnu"
@@ -82,9 +83,7 @@ def version_of(archive: Path) -> str:
 
 def skip_or_fail(reason: str):
     """Skip with the reason, or fail when CI is set (CI must run the real-Core tests)."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI must run the real-Core tests", pytrace=False)
-    pytest.skip(reason)
+    ci_gate.skip_or_fail(f"{reason}; CI must run the real-Core tests")
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ import xmlrpc.client
 
 import pytest
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.supervisord import SupervisorClient, SupervisorError
+from ansible_collections.nodefleet.bitcoin.tests.integration.ci_gate import skip_or_fail
 
 SUPERVISORD_CONF = """\
 [unix_http_server]
@@ -215,6 +216,6 @@ def running_supervisord():
 def supervisord():
     """Pytest fixture: a fresh real supervisord per test (skips when supervisord is not installed)."""
     if supervisord_binary() is None:
-        pytest.skip("supervisord is not installed")
+        skip_or_fail("supervisord is not installed (scripts/setup.sh installs it)")
     with running_supervisord() as sv:
         yield sv

@@ -62,8 +62,8 @@ BREAKDOWN = {"libre_relay": 2, "knots": 2, "core_v30_plus": 3, "core_pre_v30": 1
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
-        not os.path.exists(STANDIN),
-        reason=f"the stand-in daemon {STANDIN} has not landed yet (issue: stand-in bitcoind)",
+        not os.environ.get("CI") and not os.path.exists(STANDIN),
+        reason=f"outside CI only: the stand-in daemon {STANDIN} is not in this tree",
     ),
 ]
 

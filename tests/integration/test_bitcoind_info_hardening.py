@@ -85,14 +85,13 @@ def test_a_program_restarted_once_is_not_a_loop_and_rpc_credentials_mask_only_pa
 
     # discovery + rpc_credentials, right password: up; the user name stays readable
     good = {
-        "rpc_credentials": [],
         "rpc_credentials": [{"name": "solo", "user": RPC_USER, "password": password_for("solo")}],
     }
     result, _wall, out = run_info(sv, ["solo"], extra=good)
     assert result["instances"][0]["state"] == "up"
     assert password_for("solo") not in out
     # user "u", wrong password: auth_failed, not "a********th_failed"
-    bad = {"credentials": {}, "rpc_credentials": [{"name": "solo", "user": "u", "password": "wrong-Zq8-pass"}]}
+    bad = {"rpc_credentials": [{"name": "solo", "user": "u", "password": "wrong-Zq8-pass"}]}
     result, _wall, out = run_info(sv, ["solo"], extra=bad)
     assert result["instances"][0]["state"] == "auth_failed", result["instances"][0]
     assert "a********th_failed" not in out and "wrong-Zq8-pass" not in out

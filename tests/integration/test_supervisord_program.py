@@ -11,6 +11,7 @@ import time
 
 import pytest
 from ansible_collections.nodefleet.bitcoin.tests.integration.ansible_cli import run_collection_module_in_playbook
+from ansible_collections.nodefleet.bitcoin.tests.integration.ci_gate import skip_or_fail
 from ansible_collections.nodefleet.bitcoin.tests.integration.supervisord_fixture import (
     running_supervisord,
     supervisord_binary,
@@ -25,7 +26,7 @@ SLEEP = "/bin/sleep 1000"
 def sv():
     """A fresh real supervisord (temp dir, own socket) per test, always torn down."""
     if supervisord_binary() is None:
-        pytest.skip("supervisord is not installed")
+        skip_or_fail("supervisord is not installed (scripts/setup.sh installs it)")
     with running_supervisord() as instance:
         yield instance
 
