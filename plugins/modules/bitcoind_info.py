@@ -119,8 +119,8 @@ options:
       - RPC credentials per instance, used for instances whose O(instances[].rpc_user) or
         O(instances[].rpc_password) is not given, and for discovered instances.
       - Only the password is secret (C(no_log)); user and instance names stay readable in the
-        output. (The older dict form C(credentials) was removed: it had to be C(no_log) as a
-        whole, which masked every user and instance name in the output.)
+        output. The older dict form O(credentials) is removed; it had to be C(no_log) as a
+        whole, which masked every user and instance name in the output.
     type: list
     elements: dict
     default: []
