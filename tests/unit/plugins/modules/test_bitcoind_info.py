@@ -167,31 +167,8 @@ def test_parse_program_conf(text, expected):
     assert bitcoind_info.parse_program_conf(text) == expected
 
 
-LOG = """2026-01-01 00:00:00,000 INFO supervisord started with pid 1
-2026-01-01 00:00:01,000 INFO spawned: 'bitcoind-a' with pid 10
-2026-01-01 00:00:02,000 INFO spawned: 'bitcoind-b' with pid 11
-2026-01-01 00:01:00,000 INFO spawned: 'bitcoind-a' with pid 12
-2026-01-01 01:00:00,000 INFO supervisord started with pid 2
-2026-01-01 01:00:01,000 INFO spawned: 'bitcoind-a' with pid 20
-2026-01-01 01:00:02,000 INFO spawned: 'bitcoind-b' with pid 21
-2026-01-01 01:00:03,000 INFO spawned: 'bitcoind-b' with pid 22
-2026-01-01 01:00:04,000 INFO spawned: 'bitcoind-b' with pid 23
-2026-01-01 01:00:04,000 INFO spawned: 'bitcoind-bb' with pid 24
-"""
-
-
-@pytest.mark.parametrize(
-    ("log", "program", "expected"),
-    [
-        (LOG, "bitcoind-a", 0),  # only spawns since the last "supervisord started" count
-        (LOG, "bitcoind-b", 2),
-        (LOG, "bitcoind-c", None),
-        ("spawned: 'p' with pid 1\nspawned: 'p' with pid 2\n", "p", 1),  # start line outside the window
-        (None, "p", None),
-    ],
-)
-def test_count_restarts(log, program, expected):
-    assert bitcoind_info.count_restarts(log, program) == expected
+# count_restarts is tested where it lives (tests/unit/plugins/module_utils/test_supervisord.py);
+# bitcoind_info imports it.
 
 
 @pytest.mark.parametrize(
