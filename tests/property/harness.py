@@ -586,3 +586,15 @@ def dir_templates(leaf: str) -> st.SearchStrategy:
 
 
 PRINTABLE = string.ascii_letters + string.digits
+
+
+def substitute(value, ex, keys: bool = False):
+    """``value`` with every ``{root}``-style template string made a path of example ``ex``
+    (recursively through lists and dict values; dict keys too when ``keys``)."""
+    if isinstance(value, str):
+        return ex.path(value)
+    if isinstance(value, list):
+        return [substitute(v, ex, keys) for v in value]
+    if isinstance(value, dict):
+        return {(substitute(k, ex) if keys else k): substitute(v, ex, keys) for k, v in value.items()}
+    return value

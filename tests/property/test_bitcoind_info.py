@@ -99,16 +99,6 @@ def info_args(draw, ports):
     return args, names, conf
 
 
-def substitute(value, ex):
-    if isinstance(value, str):
-        return ex.path(value)
-    if isinstance(value, list):
-        return [substitute(v, ex) for v in value]
-    if isinstance(value, dict):
-        return {k: substitute(v, ex) for k, v in value.items()}
-    return value
-
-
 def passwords(args) -> list[str]:
     out = [i.get("rpc_password") for i in args.get("instances") or [] if isinstance(i, dict)]
     out += [c.get("password") for c in (args.get("credentials") or {}).values() if isinstance(c, dict)]
@@ -141,7 +131,7 @@ def one_example(args, names, conf, ports, check=False):
     """One run with every invariant checked; returns (outcome, Run)."""
     with h.example_dir() as ex:
         prepare(ex, names, conf, ports)
-        full = substitute(args, ex)
+        full = h.substitute(args, ex)
         with FakeSupervisord(ex.root, [os.path.join(ex.root, "empty")]) as fake:
             full["supervisor_url"] = fake.url
             before = h.snapshot(ex.root)

@@ -223,16 +223,6 @@ def instance_args(draw, network=None, attacked_max=2):
     return args
 
 
-def substitute(value, ex: h.ExampleDir):
-    if isinstance(value, str):
-        return ex.path(value)
-    if isinstance(value, list):
-        return [substitute(v, ex) for v in value]
-    if isinstance(value, dict):
-        return {substitute(k, ex): substitute(v, ex) for k, v in value.items()}
-    return value
-
-
 def passwords(args) -> list[str]:
     users = args.get("rpc_users")
     if not isinstance(users, list):
@@ -330,7 +320,7 @@ def check_read_back(args: dict, result: dict) -> None:
 def one_example(args, check=False, pre="none"):
     """One run with every invariant checked; returns (outcome, Run)."""
     with h.example_dir() as ex:
-        full = substitute(args, ex)
+        full = h.substitute(args, ex, keys=True)
         prepare(ex, full.get("datadir"), pre)
         before = h.snapshot(ex.root)
         victim_before = h.snapshot(ex.victim)

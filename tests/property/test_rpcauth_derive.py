@@ -81,14 +81,6 @@ def prepare(ex: h.ExampleDir, conf_lines: list[str]) -> None:
         handle.write(b"rpcauth=\xff\xfe\n")
 
 
-def substitute(value, ex):
-    if isinstance(value, str):
-        return ex.path(value)
-    if isinstance(value, list):
-        return [substitute(v, ex) for v in value]
-    return value
-
-
 def check_read_back(args: dict, conf_lines: list[str], result: dict) -> None:
     line, value = result["line"], result["rpcauth"]
     assert line == "rpcauth=" + value
@@ -125,7 +117,7 @@ def one_example(args, conf_lines=(), check=False):
     conf_lines = list(conf_lines)
     with h.example_dir() as ex:
         prepare(ex, conf_lines)
-        full = substitute(args, ex)
+        full = h.substitute(args, ex)
         before = h.snapshot(ex.root)
         watched = h.watched_attrs()
         result = h.run(rpcauth_derive, full, check=check)

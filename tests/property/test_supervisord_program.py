@@ -145,16 +145,6 @@ def module_args(draw):
     return top
 
 
-def substitute(value, ex):
-    if isinstance(value, str):
-        return ex.path(value)
-    if isinstance(value, list):
-        return [substitute(v, ex) for v in value]
-    if isinstance(value, dict):
-        return {k: substitute(v, ex) for k, v in value.items()}
-    return value
-
-
 def programs_of(args: dict) -> list[dict]:
     if "programs" in args:
         return [dict(item, conf_dir=item.get("conf_dir") or args.get("conf_dir")) for item in args["programs"] or []]
@@ -297,7 +287,7 @@ def test_supervisord_program_refuses_or_round_trips(args, check, pre, log_offset
 def one_example(args, check=False, pre="none", log_offset=1950):
     """One run with every invariant checked; returns (outcome, Run)."""
     with h.example_dir() as ex:
-        full = substitute(args, ex)
+        full = h.substitute(args, ex)
         prepare(ex, full, pre)
         conf_dirs = sorted(
             {

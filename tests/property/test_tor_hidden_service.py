@@ -153,16 +153,6 @@ def module_args(draw):
     return top
 
 
-def substitute(value, ex):
-    if isinstance(value, str):
-        return ex.path(value)
-    if isinstance(value, list):
-        return [substitute(v, ex) for v in value]
-    if isinstance(value, dict):
-        return {k: substitute(v, ex) for k, v in value.items()}
-    return value
-
-
 def services_of(args):
     if "services" in args:
         return list(args["services"] or [])
@@ -263,7 +253,7 @@ def one_example(args, check, monkeypatch):
     """One run with every invariant checked; returns (outcome, Run)."""
     with h.example_dir() as ex:
         prepare(ex)
-        full = substitute(args, ex)
+        full = h.substitute(args, ex)
         inert = InertTor(os.path.join(ex.root, "torrc.d"))
         monkeypatch.setattr(tor, "read_pid", inert.read_pid)
         monkeypatch.setattr(tor, "reload_tor", inert.reload_tor)

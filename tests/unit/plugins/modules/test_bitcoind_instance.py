@@ -31,8 +31,8 @@ def run_main(capsys, args: dict, check=False, diff=False) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.fixture
-def args(tmp_path):
+def instance_args(tmp_path) -> dict:
+    """Arguments of a regtest instance with one RPC user, its datadir under ``tmp_path``."""
     return {
         "name": "unit1",
         "network": "regtest",
@@ -42,6 +42,11 @@ def args(tmp_path):
         "onion_address": ONION,
         "rpc_users": [{"user": "alice", "password": PASSWORD}],
     }
+
+
+@pytest.fixture
+def args(tmp_path):
+    return instance_args(tmp_path)
 
 
 def mode(path) -> int:

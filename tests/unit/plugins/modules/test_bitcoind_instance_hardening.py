@@ -8,45 +8,25 @@ input must fail naming the option, before anything is written.
 
 from __future__ import annotations
 
-import grp
-import json
 import os
-import pwd
 import stat
 
 import pytest
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import bitcoin_conf
 from ansible_collections.nodefleet.bitcoin.plugins.modules import bitcoind_instance
-
-ONION = "aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dyp3kead.onion"
-PASSWORD = "Unit-Test-Pa55word-4711"
-OWNER = pwd.getpwuid(os.getuid()).pw_name
-GROUP = grp.getgrgid(os.getgid()).gr_name
-
-
-def run_main(capsys, args: dict, check=False, diff=False) -> dict:
-    args = dict(args)
-    args["_ansible_check_mode"] = check
-    args["_ansible_diff"] = diff
-    with patch_module_args(args), pytest.raises(SystemExit):
-        bitcoind_instance.main()
-    return json.loads(capsys.readouterr().out)
+from ansible_collections.nodefleet.bitcoin.tests.unit.plugins.modules.test_bitcoind_instance import (
+    ONION,
+    PASSWORD,
+    instance_args,
+    run_main,
+)
 
 
 @pytest.fixture
 def args(tmp_path):
-    return {
-        "name": "unit1",
-        "network": "regtest",
-        "datadir": str(tmp_path / "btc" / "unit1"),
-        "owner": OWNER,
-        "group": GROUP,
-        "onion_address": ONION,
-        "rpc_users": [{"user": "alice", "password": PASSWORD}],
-        "check_ports": False,
-    }
+    # check_ports off: these tests are about the files, not about who holds a port.
+    return dict(instance_args(tmp_path), check_ports=False)
 
 
 def snapshot(path) -> tuple:

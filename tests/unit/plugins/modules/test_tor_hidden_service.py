@@ -36,9 +36,9 @@ class Fail(Exception):
     pass
 
 
-@pytest.fixture
-def host(tmp_path, monkeypatch):
-    """A fake host layout: torrc including torrc.d, an empty defaults file, a services dir."""
+def lay_out_host(tmp_path, monkeypatch, on_fail=None):
+    """A fake host layout (torrc including torrc.d, an empty defaults file, a services dir);
+    exit_json/fail_json raise Exit/Fail, and ``on_fail()`` runs first on every fail_json."""
     (tmp_path / "torrc.d").mkdir()
     (tmp_path / "services").mkdir(mode=0o700)
     (tmp_path / "torrc").write_text(f"SocksPort 9050\n%include {tmp_path}/torrc.d/*.conf\n")
@@ -48,11 +48,18 @@ def host(tmp_path, monkeypatch):
         raise Exit(kwargs)
 
     def fail_json(self, **kwargs):
+        if on_fail is not None:
+            on_fail()
         raise Fail(kwargs)
 
     monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
     monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
     return tmp_path
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    return lay_out_host(tmp_path, monkeypatch)
 
 
 def base_args(host) -> dict:

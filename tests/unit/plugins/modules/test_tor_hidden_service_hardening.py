@@ -21,7 +21,6 @@ import stat
 import sys
 
 import pytest
-from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import safe_fs, tor
 from ansible_collections.nodefleet.bitcoin.plugins.modules import tor_hidden_service as ths
@@ -30,40 +29,21 @@ from ansible_collections.nodefleet.bitcoin.tests.unit.plugins.modules.test_tor_h
     KEY_B64,
     ONION,
     P2P,
+    Exit,
+    Fail,
     base_args,
+    lay_out_host,
 )
 
 VICTIM_UID = VICTIM_GID = 65534  # nobody / nogroup: not the tor user of these tests
 FAIL_CALLS: list[bool] = []  # per fail_json call: was an exception being handled?
 
 
-class Exit(Exception):
-    pass
-
-
-class Fail(Exception):
-    pass
-
-
 @pytest.fixture
 def host(tmp_path, monkeypatch):
     """The layout of test_tor_hidden_service.host, plus a record of fail_json calls."""
-    (tmp_path / "torrc.d").mkdir()
-    (tmp_path / "services").mkdir(mode=0o700)
-    (tmp_path / "torrc").write_text(f"SocksPort 9050\n%include {tmp_path}/torrc.d/*.conf\n")
-    (tmp_path / "defaults").write_text("")
     FAIL_CALLS.clear()
-
-    def exit_json(self, **kwargs):
-        raise Exit(kwargs)
-
-    def fail_json(self, **kwargs):
-        FAIL_CALLS.append(sys.exc_info()[0] is not None)
-        raise Fail(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
-    return tmp_path
+    return lay_out_host(tmp_path, monkeypatch, on_fail=lambda: FAIL_CALLS.append(sys.exc_info()[0] is not None))
 
 
 def call(host, args: dict, check: bool = False) -> tuple[str, dict]:
