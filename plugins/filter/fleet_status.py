@@ -37,10 +37,15 @@ except ImportError:  # pragma: no cover - ansible is always present where filter
 # One list of state names (bitcoind_info decides them) and of peer categories (the peer
 # classification): imported, never repeated here.
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.instance_states import STATES
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.metrics import (
+    MetricsError,
+    render_fleet_textfile,
+    render_textfile,
+    stable_text,
+)
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.peer_classify import CATEGORIES
 
 CATEGORY_SHORT = ("LR", "KN", "C30+", "C<30", "OT")
-PREFIX = "nodefleet_bitcoind_"
 NO_DATA = "no data"
 
 
@@ -278,175 +283,25 @@ def fleet_status_report(statuses, generated_at=None) -> dict:
 # --------------------------------------------------------------------------- Prometheus
 
 
-def escape_label(value) -> str:
-    """Label value escaping of the text exposition format: backslash, double quote, newline."""
-    text = "" if value is None else str(value)
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def format_value(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    try:
-        return repr(float(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def _labels(pairs) -> str:
-    return "{" + ",".join(f'{key}="{escape_label(value)}"' for key, value in pairs) + "}"
-
-
-# (metric suffix, type, help, function instance -> list of (extra label pairs, value))
-def _single(key):
-    return lambda inst: [((), inst.get(key))]
-
-
-def _nested(outer, key):
-    return lambda inst: [((), (inst.get(outer) or {}).get(key))]
-
-
-METRICS = (
-    ("up", "gauge", "1 when the instance answers RPC (state up), else 0.", lambda i: [((), i.get("state") == "up")]),
-    (
-        "state",
-        "gauge",
-        "1 for the instance's current state (up, warming_up, down, hung, auth_failed, error), 0 for the others.",
-        lambda i: [((("state", s),), i.get("state") == s) for s in STATES],
-    ),
-    (
-        "unsupervised",
-        "gauge",
-        "1 when RPC answers although supervisord does not report the program RUNNING.",
-        lambda i: [((), bool(i.get("unsupervised")))],
-    ),
-    ("blocks", "gauge", "Validated blocks (getblockchaininfo.blocks).", _single("blocks")),
-    ("headers", "gauge", "Known headers (getblockchaininfo.headers).", _single("headers")),
-    (
-        "verification_progress",
-        "gauge",
-        "Estimated verification progress 0..1 (getblockchaininfo.verificationprogress).",
-        _single("verificationprogress"),
-    ),
-    (
-        "initial_block_download",
-        "gauge",
-        "1 while in initial block download (getblockchaininfo.initialblockdownload).",
-        _single("initialblockdownload"),
-    ),
-    (
-        "size_on_disk_bytes",
-        "gauge",
-        "Block and undo files on disk (getblockchaininfo.size_on_disk).",
-        _single("size_on_disk"),
-    ),
-    ("pruned", "gauge", "1 when the node prunes.", _single("pruned")),
-    ("uptime_seconds", "gauge", "Seconds since bitcoind started (RPC uptime).", _single("uptime")),
-    (
-        "peers",
-        "gauge",
-        "Connected peers by kind (libre_relay, knots, core_v30_plus, core_pre_v30, other).",
-        lambda i: [((("kind", c),), ((i.get("peers") or {}).get("breakdown") or {}).get(c)) for c in CATEGORIES],
-    ),
-    (
-        "connections",
-        "gauge",
-        "Connected peers by direction (inbound, outbound).",
-        lambda i: [((("direction", d),), (i.get("peers") or {}).get(d)) for d in ("inbound", "outbound")],
-    ),
-    (
-        "supervisord_running",
-        "gauge",
-        "1 when supervisord reports the program RUNNING.",
-        lambda i: [((), (i.get("supervisord") or {}).get("state") == "RUNNING" if i.get("supervisord") else None)],
-    ),
-    (
-        "process_start_time_seconds",
-        "gauge",
-        "Start time of the supervised process, seconds since the epoch (supervisord start).",
-        _nested("supervisord", "start"),
-    ),
-    (
-        "restarts",
-        "gauge",
-        "Restarts counted in supervisord's main log since supervisord started (spawns minus one).",
-        _nested("supervisord", "restarts"),
-    ),
-    (
-        "rpc_query_seconds",
-        "gauge",
-        "Seconds the status queries of this instance took.",
-        _single("elapsed"),
-    ),
-)
-
-
-def _info_labels(instance: dict) -> tuple:
-    return (
-        ("version", instance.get("version")),
-        ("subversion", instance.get("subversion")),
-        ("tor_mode", instance.get("tor_mode")),
-        ("onion", instance.get("onion_address")),
-        ("program", instance.get("program")),
-    )
-
-
 def fleet_status_prometheus(result, host, timestamp=None) -> str:
-    """node_exporter textfile text for one host's ``bitcoind_info`` result."""
-    if not host:
-        raise AnsibleFilterError("fleet_status_prometheus: host label must not be empty")
-    lines = []
-    instances = result.get("instances") if _host_ok(result) else []
-    instances = sorted(instances or [], key=lambda i: str(i.get("name", "")))
-    bases = [
-        (("host", host), ("instance", i.get("name")), ("impl", i.get("impl")), ("network", i.get("network")))
-        for i in instances
-    ]
-    for suffix, kind, help_text, extract in METRICS:
-        samples = []
-        for base, instance in zip(bases, instances):
-            for extra, value in extract(instance):
-                text = format_value(value)
-                if text is not None:
-                    samples.append(f"{PREFIX}{suffix}{_labels(base + extra)} {text}")
-        if samples:
-            lines += [f"# HELP {PREFIX}{suffix} {help_text}", f"# TYPE {PREFIX}{suffix} {kind}", *samples]
-    if instances:
-        lines += [
-            f"# HELP {PREFIX}info Static facts of the instance as labels (value always 1).",
-            f"# TYPE {PREFIX}info gauge",
-        ]
-        lines += [f"{PREFIX}info{_labels(base + _info_labels(i))} 1" for base, i in zip(bases, instances)]
-    summary = (result or {}).get("summary") if _host_ok(result) else None
-    lines += [
-        f"# HELP {PREFIX}status_ok 1 when bitcoind_info ran on the host, 0 when it failed.",
-        f"# TYPE {PREFIX}status_ok gauge",
-        f"{PREFIX}status_ok{_labels((('host', host),))} {1 if _host_ok(result) else 0}",
-    ]
-    if summary:
-        lines += [
-            f"# HELP {PREFIX}instances Instances on the host by state.",
-            f"# TYPE {PREFIX}instances gauge",
-        ]
-        lines += [
-            f"{PREFIX}instances{_labels((('host', host), ('state', s)))} {int(summary.get(s, 0))}" for s in STATES
-        ]
-    if timestamp is not None:
-        text = format_value(timestamp)
-        if text is None:
-            raise AnsibleFilterError(f"fleet_status_prometheus: timestamp {timestamp!r} is not a number")
-        lines += [
-            f"# HELP {PREFIX}status_timestamp_seconds When this status was collected, seconds since the epoch.",
-            f"# TYPE {PREFIX}status_timestamp_seconds gauge",
-            f"{PREFIX}status_timestamp_seconds{_labels((('host', host),))} {text}",
-        ]
-    return "\n".join(lines) + "\n"
+    """node_exporter textfile text for one host's ``bitcoind_info`` result (metrics.render_textfile)."""
+    try:
+        return render_textfile(host, result if isinstance(result, dict) else {}, timestamp)
+    except MetricsError as exc:
+        raise AnsibleFilterError(f"fleet_status_prometheus: {exc}") from None
+
+
+def fleet_status_fleet_prometheus(statuses, host, timestamp=None) -> str:
+    """The fleet file (blocks_behind, per-network best height) for ``host`` (metrics.render_fleet_textfile)."""
+    try:
+        return render_fleet_textfile(host, _check_statuses(statuses), timestamp)
+    except MetricsError as exc:
+        raise AnsibleFilterError(f"fleet_status_fleet_prometheus: {exc}") from None
+
+
+def fleet_status_stable(text) -> str:
+    """Textfile text without the clock-driven samples (metrics.stable_text), for changed_when."""
+    return stable_text(text)
 
 
 class FilterModule:
@@ -456,4 +311,6 @@ class FilterModule:
             "fleet_status_report": fleet_status_report,
             "fleet_status_prometheus": fleet_status_prometheus,
             "fleet_status_targets": fleet_status_targets,
+            "fleet_status_fleet_prometheus": fleet_status_fleet_prometheus,
+            "fleet_status_stable": fleet_status_stable,
         }

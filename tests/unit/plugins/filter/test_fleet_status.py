@@ -8,7 +8,6 @@ import json
 import pytest
 from ansible_collections.nodefleet.bitcoin.plugins.filter.fleet_status import (
     FilterModule,
-    escape_label,
     fleet_status_prometheus,
     fleet_status_report,
     fleet_status_table,
@@ -17,6 +16,7 @@ from ansible_collections.nodefleet.bitcoin.plugins.filter.fleet_status import (
     format_progress,
 )
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.instance_states import STATES
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.metrics import escape_label
 from prometheus_client.parser import text_string_to_metric_families
 
 ONION = "mrswmz3infvgw3dnnzxxa4lson2hk5txpb4xu634pv7h7aebqkb5woid.onion"
@@ -189,7 +189,11 @@ def test_report_does_not_modify_input():
 
 
 def parse(text):
-    return {family.name: family for family in text_string_to_metric_families(text)}
+    # prometheus_client names a counter family without its _total suffix; key by the exposed name.
+    return {
+        family.name + ("_total" if family.type == "counter" else ""): family
+        for family in text_string_to_metric_families(text)
+    }
 
 
 def samples(families, name):
@@ -201,30 +205,32 @@ def test_prometheus_text_parses_and_has_help_type_for_every_metric():
     families = parse(text)
     assert text.endswith("\n")
     for line in text.splitlines():
-        assert line.startswith(("# HELP nodefleet_bitcoind_", "# TYPE nodefleet_bitcoind_", "nodefleet_bitcoind_"))
+        assert line.startswith(("# HELP nodefleet_", "# TYPE nodefleet_", "nodefleet_"))
     help_names = {line.split()[2] for line in text.splitlines() if line.startswith("# HELP")}
     type_names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
     assert help_names == type_names == set(families)
-    assert all(family.type == "gauge" for family in families.values())
+    assert {name for name, family in families.items() if family.type == "counter"} == {
+        "nodefleet_bitcoind_restarts_total"
+    }
 
 
 def test_prometheus_values_and_labels():
     families = parse(fleet_status_prometheus(STATUSES["node-b"], "node-b", timestamp=1700000123))
-    base_s1 = {"host": "node-b", "instance": "s1", "impl": "knots", "network": "signet"}
-    base_s2 = dict(base_s1, instance="s2")
+    base_s1 = {"host": "node-b", "bitcoind": "s1", "impl": "knots", "network": "signet"}
+    base_s2 = dict(base_s1, bitcoind="s2")
     assert samples(families, "nodefleet_bitcoind_up") == [(base_s1, 1.0), (base_s2, 0.0)]
     assert (dict(base_s2, state="down"), 1.0) in samples(families, "nodefleet_bitcoind_state")
     assert (dict(base_s2, state="up"), 0.0) in samples(families, "nodefleet_bitcoind_state")
     assert samples(families, "nodefleet_bitcoind_blocks") == [(base_s1, 250000.0)]  # down instance: no sample
     peers = {s.labels["kind"]: s.value for s in families["nodefleet_bitcoind_peers"].samples}
     assert peers == {"libre_relay": 1, "knots": 2, "core_v30_plus": 3, "core_pre_v30": 2, "other": 1}
-    assert samples(families, "nodefleet_bitcoind_restarts") == [(base_s1, 2.0), (base_s2, 0.0)]
+    assert samples(families, "nodefleet_bitcoind_restarts_total") == [(base_s1, 2.0), (base_s2, 0.0)]
     assert samples(families, "nodefleet_bitcoind_supervisord_running") == [(base_s1, 1.0), (base_s2, 0.0)]
-    assert samples(families, "nodefleet_bitcoind_verification_progress") == [(base_s1, 0.99995)]
+    assert samples(families, "nodefleet_bitcoind_verification_progress_ratio") == [(base_s1, 0.99995)]
     info = families["nodefleet_bitcoind_info"].samples[0].labels
     assert info["onion"] == ONION
     assert info["subversion"] == "/Satoshi:29.1.0/Knots:20250305/"
-    assert samples(families, "nodefleet_bitcoind_status_timestamp_seconds") == [({"host": "node-b"}, 1700000123.0)]
+    assert samples(families, "nodefleet_collector_last_run_timestamp_seconds") == [({"host": "node-b"}, 1700000123.0)]
     by_state = {s.labels["state"]: s.value for s in families["nodefleet_bitcoind_instances"].samples}
     assert by_state["up"] == 1
     assert by_state["down"] == 1
@@ -256,6 +262,8 @@ def test_filter_names():
         "fleet_status_report",
         "fleet_status_prometheus",
         "fleet_status_targets",
+        "fleet_status_fleet_prometheus",
+        "fleet_status_stable",
     }
 
 
@@ -337,7 +345,7 @@ def test_a_restarting_instance_is_counted_in_the_table_and_the_metrics():
     families = parse(fleet_status_prometheus(statuses["node-r"], "node-r", timestamp=1700000123))
     by_state = {s.labels["state"]: s.value for s in families["nodefleet_bitcoind_instances"].samples}
     assert by_state["restarting"] == 1
-    states = {(s.labels["instance"], s.labels["state"]): s.value for s in families["nodefleet_bitcoind_state"].samples}
+    states = {(s.labels["bitcoind"], s.labels["state"]): s.value for s in families["nodefleet_bitcoind_state"].samples}
     assert states[("loop1", "restarting")] == 1
     assert states[("loop1", "up")] == 0
 
