@@ -4,15 +4,23 @@
 
 Filters (all pure, no I/O; the state names and peer categories come from module_utils):
 
-``statuses | nodefleet.bitcoin.fleet_status_table``
+``statuses | nodefleet.bitcoin.fleet_status_table(timestamp=None)``
     One fixed-width text table for the whole fleet. ``statuses`` maps inventory host ->
     the registered ``bitcoind_info`` result; a host without a result (unreachable, failed)
-    gets one ``no data`` row, so a missing host is visible, not silently dropped.
+    gets one ``no data`` row, so a missing host is visible, not silently dropped. BEHIND is
+    the fleet view (best height of the instance's network among ``statuses`` minus its
+    height); TIP AGE needs ``timestamp`` (now, epoch seconds).
 
-``statuses | nodefleet.bitcoin.fleet_status_report(generated_at=...)``
-    The JSON document written on the controller: ``{generated_at, summary, hosts: {host:
-    {ok, error, summary, supervisord, instances}}}``; instance entries are the module's
-    (credentials are never part of them).
+``statuses | nodefleet.bitcoin.fleet_status_report(generated_at=..., timestamp=None, limit=None)``
+    The JSON document written on the controller: ``{generated_at, summary, fleet, hosts:
+    {host: {ok, error, summary, supervisord, instances}}}``; instance entries are the module's
+    plus ``blocks_behind`` and ``stale_tip_seconds`` (credentials are never part of them).
+    ``fleet`` says what the fleet view was computed from (``fleet_tip_scope``: the hosts
+    in this run, never more).
+
+``report | nodefleet.bitcoin.fleet_status_report_stable``
+    The report without the values that move with the clock alone (generated_at, uptimes,
+    query times, tip ages), to tell a real change from a new timestamp.
 
 ``instances | nodefleet.bitcoin.fleet_status_targets(plan, rpc_user=None, home='/var/lib/bitcoind')``
     The ``instances`` option of ``bitcoind_info`` from what the inventory knows: the role's
@@ -21,13 +29,20 @@ Filters (all pure, no I/O; the state names and peer categories come from module_
     left out. Holds passwords: pass it straight to the module, never print it.
 
 ``result | nodefleet.bitcoin.fleet_status_prometheus(host, timestamp=None)``
-    node_exporter textfile-collector text for one host: metrics prefixed
-    ``nodefleet_bitcoind_``, each with ``# HELP`` and ``# TYPE``, labels
-    ``host, instance, impl, network`` (plus ``state``/``kind``/``direction`` where stated).
-    See docs/status.md for the metric list.
+    node_exporter textfile-collector text for one host: ``metrics.render_textfile``, the
+    same function the node collector calls. See docs/status.md for the metric list.
+
+``statuses | nodefleet.bitcoin.fleet_status_fleet_prometheus(host, timestamp=None)``
+    The fleet file of ``host`` (``nodefleet_fleet.prom``): ``metrics.render_fleet_textfile``.
+
+``text | nodefleet.bitcoin.fleet_status_stable``
+    Textfile text without the samples that move with the clock alone (``metrics.stable_text``).
 """
 
 from __future__ import annotations
+
+import copy
+import json
 
 try:
     from ansible.errors import AnsibleFilterError
@@ -39,9 +54,11 @@ except ImportError:  # pragma: no cover - ansible is always present where filter
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.instance_states import STATES
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.metrics import (
     MetricsError,
+    fleet_view,
     render_fleet_textfile,
     render_textfile,
     stable_text,
+    stale_tip_seconds,
 )
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.peer_classify import CATEGORIES
 
@@ -191,6 +208,8 @@ COLUMNS = (
     "INSTANCE",
     "STATE",
     "HEIGHT/HEADERS",
+    "BEHIND",
+    "TIP AGE",
     "PROGRESS",
     "PEERS (LR KN C30+ C<30 OT)",
     "RPC/P2P",
@@ -200,16 +219,21 @@ COLUMNS = (
 )
 
 
-def table_rows(statuses) -> list:
+def format_behind(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def table_rows(statuses, timestamp=None) -> list:
+    behind = fleet_view(_check_statuses(statuses))["behind"]
     rows = []
-    for host in sorted(_check_statuses(statuses)):
+    for host in sorted(statuses):
         result = statuses[host]
         if not _host_ok(result):
-            rows.append((str(host), "-", NO_DATA, "-", "-", "-", "-", "-", "-", _host_error(result)))
+            rows.append((str(host), "-", NO_DATA, *["-"] * (len(COLUMNS) - 4), _host_error(result)))
             continue
         instances = sorted(result["instances"], key=lambda i: str(i.get("name", "")))
         if not instances:
-            rows.append((str(host), "-", "no instances", "-", "-", "-", "-", "-", "-", ""))
+            rows.append((str(host), "-", "no instances", *["-"] * (len(COLUMNS) - 4), ""))
         for instance in instances:
             rows.append(
                 (
@@ -217,6 +241,8 @@ def table_rows(statuses) -> list:
                     str(instance.get("name", "?")),
                     format_state(instance),
                     format_height(instance),
+                    format_behind(behind.get(host, {}).get(str(instance.get("name")))),
+                    format_duration(stale_tip_seconds(instance, timestamp)),
                     format_progress(instance.get("verificationprogress")),
                     format_peers(instance),
                     format_ports(instance),
@@ -244,9 +270,9 @@ def fleet_totals(statuses) -> dict:
     return totals
 
 
-def fleet_status_table(statuses) -> str:
-    """The fleet as a fixed-width table followed by one totals line."""
-    rows = [COLUMNS, *table_rows(statuses)]
+def fleet_status_table(statuses, timestamp=None) -> str:
+    """The fleet as a fixed-width table followed by one totals line (TIP AGE needs ``timestamp``)."""
+    rows = [COLUMNS, *table_rows(statuses, timestamp)]
     widths = [max(len(row[col]) for row in rows) for col in range(len(COLUMNS) - 1)]
     lines = []
     for row in rows:
@@ -264,20 +290,75 @@ def fleet_status_table(statuses) -> str:
 # --------------------------------------------------------------------------- JSON report
 
 
-def fleet_status_report(statuses, generated_at=None) -> dict:
+FLEET_TIP_SCOPE = "hosts in this run"
+
+
+def fleet_status_report(statuses, generated_at=None, timestamp=None, limit=None) -> dict:
     """The controller-side JSON document (see module docstring)."""
+    view = fleet_view(_check_statuses(statuses))
     hosts = {}
-    for host in sorted(_check_statuses(statuses)):
+    for host in sorted(statuses):
         result = statuses[host]
         ok = _host_ok(result)
+        instances = []
+        if ok:
+            for instance in sorted(result["instances"], key=lambda i: str(i.get("name", ""))):
+                entry = dict(instance)
+                entry["blocks_behind"] = view["behind"].get(host, {}).get(str(instance.get("name")))
+                entry["stale_tip_seconds"] = stale_tip_seconds(instance, timestamp)
+                instances.append(entry)
         hosts[str(host)] = {
             "ok": ok,
             "error": "" if ok else _host_error(result),
             "summary": result.get("summary") if ok else None,
             "supervisord": result.get("supervisord") if ok else None,
-            "instances": sorted(result["instances"], key=lambda i: str(i.get("name", ""))) if ok else [],
+            "instances": instances,
         }
-    return {"generated_at": generated_at, "summary": fleet_totals(statuses), "hosts": hosts}
+    fleet = {
+        # blocks_behind compares with the best height among these hosts only: with --limit
+        # that is a slice of the fleet, and the report says so rather than claim fleet-wide.
+        "fleet_tip_scope": FLEET_TIP_SCOPE,
+        "limit": limit or None,
+        "hosts": sorted(str(h) for h in statuses),
+        "hosts_with_data": view["hosts_seen"],
+        "best_blocks": view["tips"],
+    }
+    return {"generated_at": generated_at, "summary": fleet_totals(statuses), "fleet": fleet, "hosts": hosts}
+
+
+# Values of the report that move with the clock alone.
+_VOLATILE_INSTANCE_KEYS = ("uptime", "elapsed", "stale_tip_seconds")
+_VOLATILE_SUPERVISORD_KEYS = ("uptime",)
+
+
+def fleet_status_report_stable(report) -> dict:
+    """``report`` (a dict, or its JSON text) without generated_at, uptimes, query times, tip ages.
+
+    Anything that is not a report (a missing file's empty content) gives ``{}``.
+    """
+    if isinstance(report, (str, bytes)):
+        try:
+            report = json.loads(report)
+        except ValueError:
+            return {}
+    if not isinstance(report, dict):
+        return {}
+    stable = copy.deepcopy(report)
+    stable.pop("generated_at", None)
+    for host in (stable.get("hosts") or {}).values():
+        if not isinstance(host, dict):
+            continue
+        if isinstance(host.get("supervisord"), dict):
+            host["supervisord"].pop("elapsed", None)
+        for instance in host.get("instances") or []:
+            if not isinstance(instance, dict):
+                continue
+            for key in _VOLATILE_INSTANCE_KEYS:
+                instance.pop(key, None)
+            if isinstance(instance.get("supervisord"), dict):
+                for key in _VOLATILE_SUPERVISORD_KEYS:
+                    instance["supervisord"].pop(key, None)
+    return stable
 
 
 # --------------------------------------------------------------------------- Prometheus
@@ -313,4 +394,5 @@ class FilterModule:
             "fleet_status_targets": fleet_status_targets,
             "fleet_status_fleet_prometheus": fleet_status_fleet_prometheus,
             "fleet_status_stable": fleet_status_stable,
+            "fleet_status_report_stable": fleet_status_report_stable,
         }

@@ -8,8 +8,11 @@ import json
 import pytest
 from ansible_collections.nodefleet.bitcoin.plugins.filter.fleet_status import (
     FilterModule,
+    fleet_status_fleet_prometheus,
     fleet_status_prometheus,
     fleet_status_report,
+    fleet_status_report_stable,
+    fleet_status_stable,
     fleet_status_table,
     fleet_status_targets,
     format_duration,
@@ -264,6 +267,7 @@ def test_filter_names():
         "fleet_status_targets",
         "fleet_status_fleet_prometheus",
         "fleet_status_stable",
+        "fleet_status_report_stable",
     }
 
 
@@ -355,3 +359,77 @@ def test_state_names_are_the_ones_bitcoind_info_reports():
     from ansible_collections.nodefleet.bitcoin.plugins.modules import bitcoind_info
 
     assert fleet_status.STATES is bitcoind_info.STATES
+
+
+# --------------------------------------------------------------------------- fleet view (issue 13)
+
+NOW = 1700003600.0
+FLEET = {
+    "node-1": result(
+        instance("a", blocks=250100, best_block_time=NOW - 300), instance("m", network="main", blocks=900)
+    ),
+    "node-2": result(instance("b", blocks=250090, best_block_time=NOW - 7200)),
+    "node-3": {"unreachable": True, "msg": "gone"},
+}
+
+
+def test_table_shows_blocks_behind_the_best_tip_of_the_network_and_the_tip_age():
+    lines = fleet_status_table(FLEET, timestamp=NOW).splitlines()
+    header = lines[0]
+    rows = {line.split()[1]: line for line in lines[1:-1] if not line.startswith("node-3")}
+    behind, age = header.index("BEHIND"), header.index("TIP AGE")
+    assert rows["a"][behind:].split()[0] == "0"
+    assert rows["b"][behind:].split()[0] == "10"  # signet tip 250100 on node-1
+    assert rows["m"][behind:].split()[0] == "0"  # main is compared with main only
+    assert rows["a"][age:].split()[0] == "5m00s"
+    assert rows["b"][age:].split()[0] == "2h00m"
+    assert rows["m"][age:].split()[0] == "-"  # no best_block_time: unknown, not 0
+
+
+def test_report_has_blocks_behind_tip_age_and_says_the_scope_is_the_hosts_of_the_run():
+    report = fleet_status_report(FLEET, generated_at="x", timestamp=NOW, limit="node-1:node-2")
+    by_name = {i["name"]: i for h in report["hosts"].values() for i in h["instances"]}
+    assert by_name["b"]["blocks_behind"] == 10
+    assert by_name["b"]["stale_tip_seconds"] == 7200
+    assert by_name["m"]["stale_tip_seconds"] is None
+    fleet = report["fleet"]
+    assert fleet["fleet_tip_scope"] == "hosts in this run"
+    assert fleet["limit"] == "node-1:node-2"
+    assert fleet["best_blocks"] == {"signet": 250100, "main": 900}
+    assert fleet["hosts"] == ["node-1", "node-2", "node-3"]
+    assert fleet["hosts_with_data"] == 2
+    assert "blocks_behind" not in FLEET["node-2"]["instances"][0]  # input untouched
+
+
+def test_a_slice_of_the_fleet_computes_blocks_behind_from_that_slice_only():
+    # --limit node-2: node-1's higher tip is not seen, so node-2 is the best it knows.
+    report = fleet_status_report({"node-2": FLEET["node-2"]}, timestamp=NOW, limit="node-2")
+    assert report["hosts"]["node-2"]["instances"][0]["blocks_behind"] == 0
+    assert report["fleet"]["best_blocks"] == {"signet": 250090}
+
+
+def test_report_stable_drops_only_what_moves_with_the_clock():
+    first = fleet_status_report(FLEET, generated_at="t1", timestamp=NOW)
+    later = copy.deepcopy(FLEET)
+    for res in later.values():
+        for inst in res.get("instances", []):
+            inst["uptime"] += 60
+            inst["elapsed"] = 0.5
+            inst["supervisord"] = dict(inst["supervisord"], uptime=inst["supervisord"]["uptime"] + 60)
+    second = fleet_status_report(later, generated_at="t2", timestamp=NOW + 60)
+    assert fleet_status_report_stable(first) == fleet_status_report_stable(json.dumps(second))
+    later["node-2"]["instances"][0]["blocks"] += 1
+    third = fleet_status_report(later, generated_at="t3", timestamp=NOW + 120)
+    assert fleet_status_report_stable(first) != fleet_status_report_stable(third)
+    assert fleet_status_report_stable("") == {}
+
+
+def test_fleet_prometheus_filter_and_stable_filter():
+    text = fleet_status_fleet_prometheus(FLEET, "node-2", timestamp=NOW)
+    families = parse(text)
+    assert samples(families, "nodefleet_bitcoind_blocks_behind") == [
+        ({"host": "node-2", "bitcoind": "b", "impl": "knots", "network": "signet"}, 10.0)
+    ]
+    assert fleet_status_stable(text) == fleet_status_stable(fleet_status_fleet_prometheus(FLEET, "node-2", NOW + 5))
+    with pytest.raises(Exception, match="fleet_status_fleet_prometheus: host"):
+        fleet_status_fleet_prometheus(FLEET, "")
