@@ -37,10 +37,15 @@ Filters (all pure, no I/O; the state names and peer categories come from module_
 
 ``text | nodefleet.bitcoin.fleet_status_stable``
     Textfile text without the samples that move with the clock alone (``metrics.stable_text``).
+
+``new | nodefleet.bitcoin.fleet_status_changed(stat_result, slurp_result, kind='textfile')``
+    Whether writing ``new`` over the file that ``stat``/``slurp`` saw changes more than the
+    clock (the ``changed_when`` of status.yml's writes).
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 
@@ -385,6 +390,33 @@ def fleet_status_stable(text) -> str:
     return stable_text(text)
 
 
+def fleet_status_changed(new, stat_result, slurp_result=None, kind="textfile", mode="0644") -> bool:
+    """Whether writing ``new`` changes anything but the clock (for a quiet scheduled status job).
+
+    ``stat_result`` / ``slurp_result`` are the registered ``stat`` and ``slurp`` results of the
+    file before the write (slurp skipped or failed when it did not exist). True when the file
+    is missing, is not a regular file, has another mode, or its content differs from ``new``
+    in more than the values that move with the clock (``kind``: ``textfile`` compares with
+    fleet_status_stable, ``report`` with fleet_status_report_stable).
+    """
+    if kind not in ("textfile", "report"):
+        raise AnsibleFilterError(f"fleet_status_changed: kind must be textfile or report, got {kind!r}")
+    stat = (stat_result or {}).get("stat") if isinstance(stat_result, dict) else None
+    if not isinstance(stat, dict) or not stat.get("exists") or not stat.get("isreg") or stat.get("mode") != mode:
+        return True
+    content = (slurp_result or {}).get("content") if isinstance(slurp_result, dict) else None
+    if not isinstance(content, str):
+        return True
+    try:
+        old = base64.b64decode(content).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return True
+    if kind == "report":
+        new_report = json.loads(new) if isinstance(new, str) else new
+        return fleet_status_report_stable(new_report) != fleet_status_report_stable(old)
+    return stable_text(new if isinstance(new, str) else "") != stable_text(old)
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -395,4 +427,5 @@ class FilterModule:
             "fleet_status_fleet_prometheus": fleet_status_fleet_prometheus,
             "fleet_status_stable": fleet_status_stable,
             "fleet_status_report_stable": fleet_status_report_stable,
+            "fleet_status_changed": fleet_status_changed,
         }
