@@ -2,12 +2,14 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 from __future__ import annotations
 
+import base64
 import copy
 import json
 
 import pytest
 from ansible_collections.nodefleet.bitcoin.plugins.filter.fleet_status import (
     FilterModule,
+    fleet_status_changed,
     fleet_status_fleet_prometheus,
     fleet_status_prometheus,
     fleet_status_report,
@@ -268,6 +270,7 @@ def test_filter_names():
         "fleet_status_fleet_prometheus",
         "fleet_status_stable",
         "fleet_status_report_stable",
+        "fleet_status_changed",
     }
 
 
@@ -433,3 +436,34 @@ def test_fleet_prometheus_filter_and_stable_filter():
     assert fleet_status_stable(text) == fleet_status_stable(fleet_status_fleet_prometheus(FLEET, "node-2", NOW + 5))
     with pytest.raises(Exception, match="fleet_status_fleet_prometheus: host"):
         fleet_status_fleet_prometheus(FLEET, "")
+
+
+def _stat(mode="0644", exists=True, isreg=True):
+    return {"stat": {"exists": exists, "isreg": isreg, "mode": mode}}
+
+
+def _slurp(text):
+    return {"content": base64.b64encode(text.encode()).decode()}
+
+
+def test_changed_is_false_when_only_the_clock_moved_and_true_otherwise():
+    old = fleet_status_prometheus(FLEET["node-1"], "node-1", timestamp=NOW)
+    later = copy.deepcopy(FLEET["node-1"])
+    later["instances"][0]["uptime"] += 30
+    new = fleet_status_prometheus(later, "node-1", timestamp=NOW + 30)
+    assert fleet_status_changed(new, _stat(), _slurp(old)) is False
+    assert fleet_status_changed(new, _stat(exists=False), {"skipped": True}) is True  # first write
+    assert fleet_status_changed(new, _stat(mode="0600"), _slurp(old)) is True  # mode repaired
+    assert fleet_status_changed(new, _stat(isreg=False), _slurp(old)) is True
+    assert fleet_status_changed(new, _stat(), {"content": "%%%"}) is True
+    later["instances"][0]["state"] = "down"
+    assert fleet_status_changed(fleet_status_prometheus(later, "node-1", NOW + 60), _stat(), _slurp(old)) is True
+
+
+def test_changed_for_the_report_ignores_generated_at_and_uptimes():
+    old = json.dumps(fleet_status_report(FLEET, generated_at="t1", timestamp=NOW))
+    new = fleet_status_report(FLEET, generated_at="t2", timestamp=NOW + 30)
+    assert fleet_status_changed(new, _stat(), _slurp(old), kind="report") is False
+    assert fleet_status_changed(new, _stat(), _slurp(old.replace("250090", "250091")), kind="report") is True
+    with pytest.raises(Exception, match="kind must be textfile or report"):
+        fleet_status_changed(new, _stat(), _slurp(old), kind="json")
