@@ -265,3 +265,16 @@ def test_metrics_of_a_real_core_pass_promtool_check_metrics(real_core, make_node
     assert exposed <= set(metrics.METRICS)
     if instance.get("best_block_time") is not None:  # bitcoind_info's field (issue 13, part B)
         assert samples["nodefleet_bitcoind_stale_tip_seconds"].value >= 0
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def test_docs_metrics_table_is_exactly_metrics():
+    text = (REPO / "docs" / "status.md").read_text()
+    table = text.split("<!-- metrics-table:", 1)[1].split("<!-- end metrics-table -->", 1)[0]
+    rows = re.findall(r"^\| `([a-z_]+)` \| (\w+)", table, re.MULTILINE)
+    assert [name for name, _ in rows] == list(metrics.METRICS)
+    assert all(kind == metrics.METRICS[name][0] for name, kind in rows)
+    for alert in REQUIRED_ALERTS.values():
+        assert f"`{alert}`" in text, alert
