@@ -274,7 +274,7 @@ _HELP_FLEET_HOSTS = "Hosts with a bitcoind_info result in the status run that co
 _HELP_FLEET_TIMESTAMP = "When the status run computed the fleet view, seconds since the epoch."
 
 #: name -> (type, help) of every family this module writes.
-METRICS: dict = {name: (kind, help_text) for name, kind, help_text, _ in _INSTANCE_FAMILIES}
+METRICS: dict = {name: (kind, help_text) for name, kind, help_text, _extract in _INSTANCE_FAMILIES}
 METRICS.update(
     {
         INFO_METRIC: ("gauge", _HELP_INFO),
@@ -306,7 +306,7 @@ VOLATILE_METRICS = frozenset(
 )
 
 #: Labels of every per-instance family (extra labels: state, kind, direction; info labels).
-METRIC_LABELS = {name: BASE_LABELS for name, *_ in _INSTANCE_FAMILIES}
+METRIC_LABELS = {name: BASE_LABELS for name, *_rest in _INSTANCE_FAMILIES}
 METRIC_LABELS[PREFIX + "state"] = (*BASE_LABELS, "state")
 METRIC_LABELS[PREFIX + "peers"] = (*BASE_LABELS, "kind")
 METRIC_LABELS[PREFIX + "connections"] = (*BASE_LABELS, "direction")
