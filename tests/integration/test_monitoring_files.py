@@ -278,3 +278,15 @@ def test_docs_metrics_table_is_exactly_metrics():
     assert all(kind == metrics.METRICS[name][0] for name, kind in rows)
     for alert in REQUIRED_ALERTS.values():
         assert f"`{alert}`" in text, alert
+
+
+def test_missing_promtool_skips_only_outside_ci(monkeypatch, tmp_path):
+    monkeypatch.setattr(promtool, "CACHED", str(tmp_path / "none" / "promtool"))
+    monkeypatch.delenv("NODEFLEET_PROMTOOL", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="promtool is not installed"):
+        promtool.promtool()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="outside CI only"):
+        promtool.promtool()
