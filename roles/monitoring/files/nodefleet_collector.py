@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # Copyright: nodefleet.bitcoin contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """nodefleet node collector: one bitcoind_info run, rendered as the node_exporter textfile.
