@@ -132,15 +132,28 @@ def victim():
     return on_first[0]
 
 
-def test_a_stopped_instance_is_up_0_within_one_interval_and_1_after_its_start():
+# how to take the instance out, the state the collector must report, how to bring it back
+OUTAGES = {
+    "supervisorctl-stop": "down",  # supervisord stops it: RPC refused, program STOPPED
+    "sigstop": "hung",  # the process hangs (SIGSTOP): RPC port open, no answer; supervisord sees RUNNING
+}
+
+
+@pytest.mark.parametrize("outage", sorted(OUTAGES))
+def test_an_instance_taken_out_is_up_0_within_one_interval_and_1_after_it_is_back(outage):
     inst = victim()
     container = inst.container
     period = interval(container)
     budget = period + RUN_SLACK
     others = sorted(i.name for i in INSTANCES if i.host == inst.host and i.name != inst.name)
     wait_up(container, inst.name, 1, budget)
+    pid = exec_ok(container, ["supervisorctl", "pid", inst.program]).strip()
+    assert pid.isdigit() and int(pid) > 1, pid
     try:
-        exec_ok(container, ["supervisorctl", "stop", inst.program])
+        if outage == "sigstop":
+            exec_ok(container, ["kill", "-STOP", pid])
+        else:
+            exec_ok(container, ["supervisorctl", "stop", inst.program])
         down_after = wait_up(container, inst.name, 0, budget)
         metrics = scrape(container)
         states = {
@@ -148,14 +161,17 @@ def test_a_stopped_instance_is_up_0_within_one_interval_and_1_after_its_start():
             for (n, labels), v in metrics.items()
             if n == "nodefleet_bitcoind_state" and dict(labels)["bitcoind"] == inst.name and v == 1
         }
-        assert states == {"down"}, states
+        assert states == {OUTAGES[outage]}, states
         up = values(metrics, "nodefleet_bitcoind_up")
         assert {name: up.get(name) for name in others} == dict.fromkeys(others, 1), "another instance went down"
     finally:
-        started = node_exec(container, ["supervisorctl", "start", inst.program])
-    assert started.returncode == 0, started.stdout + started.stderr
+        if outage == "sigstop":
+            back = node_exec(container, ["kill", "-CONT", pid])
+        else:
+            back = node_exec(container, ["supervisorctl", "start", inst.program])
+    assert back.returncode == 0, back.stdout + back.stderr
     up_after = wait_up(container, inst.name, 1, budget)
     print(
-        f"\n{inst.host}:{inst.name}: up=0 seen {down_after:.1f} s after supervisorctl stop, up=1 "
-        f"{up_after:.1f} s after supervisorctl start (collector interval {period:.0f} s)"
+        f"\n{inst.host}:{inst.name} {outage}: up=0 seen {down_after:.1f} s after it, up=1 {up_after:.1f} s "
+        f"after it was back (collector interval {period:.0f} s)"
     )
