@@ -12,6 +12,7 @@ daemons run under a real supervisord (tests/integration/test_bitcoind_info.py's 
 - a stopped instance is ``up 0`` at the next run and ``up 1`` after it started again;
 - the textfile is replaced atomically, root-owned 0644 when run as root, never through a
   symlink (a symlinked directory is refused, a symlink at the file name is replaced);
+- the textfile passes ``promtool check metrics``;
 - invalid options still give a textfile with ``status_ok 0`` and the collector timestamp, exit 1;
 - no password in the textfile, stdout or stderr.
 """
@@ -41,6 +42,8 @@ from ansible_collections.nodefleet.bitcoin.tests.integration.test_bitcoind_info 
     wait_all_up,
     write_instance,
 )
+
+from tests.integration import promtool  # the same import as test_monitoring_files.py
 
 pytestmark = [
     pytest.mark.integration,
@@ -165,6 +168,8 @@ def test_the_collector_writes_what_the_module_and_render_textfile_give(superviso
     assert [p.name for p in collector.textdir.iterdir()] == [collector.textfile.name]  # no temp file left
     for name in ("ca", "kb"):
         assert password_for(name) not in text
+    rc, out = promtool.check_metrics(text)  # Prometheus's own linter on what node_exporter will serve
+    assert rc == 0, out
 
     # the status playbook's path: the module (through Ansible) + render_textfile
     module_result, _, _ = run_info(sv, ["ca", "kb"], timeout=3.0, extra={"instances": targets(facts)})
