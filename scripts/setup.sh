@@ -79,6 +79,29 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "$want" > "$stamp"
 fi
 
+# --- promtool (issue 13; tests/integration/test_monitoring_files.py) ------------------------
+# promtool only, from Debian's prometheus package: installing the package would start a
+# Prometheus server on this machine. apt-get download fetches the pinned .deb through apt's
+# signed indexes (so it is verified), and dpkg-deb -x unpacks it into .cache/; the tests run
+# .cache/bin/promtool (tests/integration/promtool.py). Re-runs are a version check.
+PROMTOOL_DEB_VERSION=2.42.0+ds-5+deb12u1
+PROMTOOL_DIR=.cache/promtool/$PROMTOOL_DEB_VERSION
+if [ ! -x "$PROMTOOL_DIR/usr/bin/promtool" ]; then
+  echo "setup: unpacking promtool from Debian's prometheus $PROMTOOL_DEB_VERSION"
+  rm -rf "$PROMTOOL_DIR.tmp" && mkdir -p "$PROMTOOL_DIR.tmp"
+  if ! (cd "$PROMTOOL_DIR.tmp" && apt-get download -qq "prometheus=$PROMTOOL_DEB_VERSION" >/dev/null 2>&1); then
+    apt-get update -qq
+    (cd "$PROMTOOL_DIR.tmp" && apt-get download -qq "prometheus=$PROMTOOL_DEB_VERSION" >/dev/null)
+  fi
+  dpkg-deb -x "$PROMTOOL_DIR.tmp"/prometheus_*.deb "$PROMTOOL_DIR.tmp/root"
+  mkdir -p "$PROMTOOL_DIR/usr/bin"
+  install -m 0755 "$PROMTOOL_DIR.tmp/root/usr/bin/promtool" "$PROMTOOL_DIR/usr/bin/promtool"
+  rm -rf "$PROMTOOL_DIR.tmp"
+fi
+mkdir -p .cache/bin
+ln -sfn "$ROOT/$PROMTOOL_DIR/usr/bin/promtool" .cache/bin/promtool
+# --- end promtool ---------------------------------------------------------------------------
+
 # Make the collection importable as nodefleet.bitcoin from this checkout.
 mkdir -p .cache/collections/ansible_collections/nodefleet
 ln -sfn "$ROOT" .cache/collections/ansible_collections/nodefleet/bitcoin

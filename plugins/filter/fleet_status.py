@@ -4,15 +4,23 @@
 
 Filters (all pure, no I/O; the state names and peer categories come from module_utils):
 
-``statuses | nodefleet.bitcoin.fleet_status_table``
+``statuses | nodefleet.bitcoin.fleet_status_table(timestamp=None)``
     One fixed-width text table for the whole fleet. ``statuses`` maps inventory host ->
     the registered ``bitcoind_info`` result; a host without a result (unreachable, failed)
-    gets one ``no data`` row, so a missing host is visible, not silently dropped.
+    gets one ``no data`` row, so a missing host is visible, not silently dropped. BEHIND is
+    the fleet view (best height of the instance's network among ``statuses`` minus its
+    height); TIP AGE needs ``timestamp`` (now, epoch seconds).
 
-``statuses | nodefleet.bitcoin.fleet_status_report(generated_at=...)``
-    The JSON document written on the controller: ``{generated_at, summary, hosts: {host:
-    {ok, error, summary, supervisord, instances}}}``; instance entries are the module's
-    (credentials are never part of them).
+``statuses | nodefleet.bitcoin.fleet_status_report(generated_at=..., timestamp=None, limit=None)``
+    The JSON document written on the controller: ``{generated_at, summary, fleet, hosts:
+    {host: {ok, error, summary, supervisord, instances}}}``; instance entries are the module's
+    plus ``blocks_behind`` and ``stale_tip_seconds`` (credentials are never part of them).
+    ``fleet`` says what the fleet view was computed from (``fleet_tip_scope``: the hosts
+    in this run, never more).
+
+``report | nodefleet.bitcoin.fleet_status_report_stable``
+    The report without the values that move with the clock alone (generated_at, uptimes,
+    query times, tip ages), to tell a real change from a new timestamp.
 
 ``instances | nodefleet.bitcoin.fleet_status_targets(plan, rpc_user=None, home='/var/lib/bitcoind')``
     The ``instances`` option of ``bitcoind_info`` from what the inventory knows: the role's
@@ -21,13 +29,25 @@ Filters (all pure, no I/O; the state names and peer categories come from module_
     left out. Holds passwords: pass it straight to the module, never print it.
 
 ``result | nodefleet.bitcoin.fleet_status_prometheus(host, timestamp=None)``
-    node_exporter textfile-collector text for one host: metrics prefixed
-    ``nodefleet_bitcoind_``, each with ``# HELP`` and ``# TYPE``, labels
-    ``host, instance, impl, network`` (plus ``state``/``kind``/``direction`` where stated).
-    See docs/status.md for the metric list.
+    node_exporter textfile-collector text for one host: ``metrics.render_textfile``, the
+    same function the node collector calls. See docs/status.md for the metric list.
+
+``statuses | nodefleet.bitcoin.fleet_status_fleet_prometheus(host, timestamp=None)``
+    The fleet file of ``host`` (``nodefleet_fleet.prom``): ``metrics.render_fleet_textfile``.
+
+``text | nodefleet.bitcoin.fleet_status_stable``
+    Textfile text without the samples that move with the clock alone (``metrics.stable_text``).
+
+``new | nodefleet.bitcoin.fleet_status_changed(stat_result, slurp_result, kind='textfile')``
+    Whether writing ``new`` over the file that ``stat``/``slurp`` saw changes more than the
+    clock (the ``changed_when`` of status.yml's writes).
 """
 
 from __future__ import annotations
+
+import base64
+import copy
+import json
 
 try:
     from ansible.errors import AnsibleFilterError
@@ -37,10 +57,17 @@ except ImportError:  # pragma: no cover - ansible is always present where filter
 # One list of state names (bitcoind_info decides them) and of peer categories (the peer
 # classification): imported, never repeated here.
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.instance_states import STATES
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.metrics import (
+    MetricsError,
+    fleet_view,
+    render_fleet_textfile,
+    render_textfile,
+    stable_text,
+    stale_tip_seconds,
+)
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.peer_classify import CATEGORIES
 
 CATEGORY_SHORT = ("LR", "KN", "C30+", "C<30", "OT")
-PREFIX = "nodefleet_bitcoind_"
 NO_DATA = "no data"
 
 
@@ -186,6 +213,8 @@ COLUMNS = (
     "INSTANCE",
     "STATE",
     "HEIGHT/HEADERS",
+    "BEHIND",
+    "TIP AGE",
     "PROGRESS",
     "PEERS (LR KN C30+ C<30 OT)",
     "RPC/P2P",
@@ -195,16 +224,21 @@ COLUMNS = (
 )
 
 
-def table_rows(statuses) -> list:
+def format_behind(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def table_rows(statuses, timestamp=None) -> list:
+    behind = fleet_view(_check_statuses(statuses))["behind"]
     rows = []
-    for host in sorted(_check_statuses(statuses)):
+    for host in sorted(statuses):
         result = statuses[host]
         if not _host_ok(result):
-            rows.append((str(host), "-", NO_DATA, "-", "-", "-", "-", "-", "-", _host_error(result)))
+            rows.append((str(host), "-", NO_DATA, *["-"] * (len(COLUMNS) - 4), _host_error(result)))
             continue
         instances = sorted(result["instances"], key=lambda i: str(i.get("name", "")))
         if not instances:
-            rows.append((str(host), "-", "no instances", "-", "-", "-", "-", "-", "-", ""))
+            rows.append((str(host), "-", "no instances", *["-"] * (len(COLUMNS) - 4), ""))
         for instance in instances:
             rows.append(
                 (
@@ -212,6 +246,8 @@ def table_rows(statuses) -> list:
                     str(instance.get("name", "?")),
                     format_state(instance),
                     format_height(instance),
+                    format_behind(behind.get(host, {}).get(str(instance.get("name")))),
+                    format_duration(stale_tip_seconds(instance, timestamp)),
                     format_progress(instance.get("verificationprogress")),
                     format_peers(instance),
                     format_ports(instance),
@@ -239,9 +275,9 @@ def fleet_totals(statuses) -> dict:
     return totals
 
 
-def fleet_status_table(statuses) -> str:
-    """The fleet as a fixed-width table followed by one totals line."""
-    rows = [COLUMNS, *table_rows(statuses)]
+def fleet_status_table(statuses, timestamp=None) -> str:
+    """The fleet as a fixed-width table followed by one totals line (TIP AGE needs ``timestamp``)."""
+    rows = [COLUMNS, *table_rows(statuses, timestamp)]
     widths = [max(len(row[col]) for row in rows) for col in range(len(COLUMNS) - 1)]
     lines = []
     for row in rows:
@@ -259,194 +295,126 @@ def fleet_status_table(statuses) -> str:
 # --------------------------------------------------------------------------- JSON report
 
 
-def fleet_status_report(statuses, generated_at=None) -> dict:
+FLEET_TIP_SCOPE = "hosts in this run"
+
+
+def fleet_status_report(statuses, generated_at=None, timestamp=None, limit=None) -> dict:
     """The controller-side JSON document (see module docstring)."""
+    view = fleet_view(_check_statuses(statuses))
     hosts = {}
-    for host in sorted(_check_statuses(statuses)):
+    for host in sorted(statuses):
         result = statuses[host]
         ok = _host_ok(result)
+        instances = []
+        if ok:
+            for instance in sorted(result["instances"], key=lambda i: str(i.get("name", ""))):
+                entry = dict(instance)
+                entry["blocks_behind"] = view["behind"].get(host, {}).get(str(instance.get("name")))
+                entry["stale_tip_seconds"] = stale_tip_seconds(instance, timestamp)
+                instances.append(entry)
         hosts[str(host)] = {
             "ok": ok,
             "error": "" if ok else _host_error(result),
             "summary": result.get("summary") if ok else None,
             "supervisord": result.get("supervisord") if ok else None,
-            "instances": sorted(result["instances"], key=lambda i: str(i.get("name", ""))) if ok else [],
+            "instances": instances,
         }
-    return {"generated_at": generated_at, "summary": fleet_totals(statuses), "hosts": hosts}
+    fleet = {
+        # blocks_behind compares with the best height among these hosts only: with --limit
+        # that is a slice of the fleet, and the report says so rather than claim fleet-wide.
+        "fleet_tip_scope": FLEET_TIP_SCOPE,
+        "limit": limit or None,
+        "hosts": sorted(str(h) for h in statuses),
+        "hosts_with_data": view["hosts_seen"],
+        "best_blocks": view["tips"],
+    }
+    return {"generated_at": generated_at, "summary": fleet_totals(statuses), "fleet": fleet, "hosts": hosts}
+
+
+# Values of the report that move with the clock alone.
+_VOLATILE_INSTANCE_KEYS = ("uptime", "elapsed", "stale_tip_seconds")
+_VOLATILE_SUPERVISORD_KEYS = ("uptime",)
+
+
+def fleet_status_report_stable(report) -> dict:
+    """``report`` (a dict, or its JSON text) without generated_at, uptimes, query times, tip ages.
+
+    Anything that is not a report (a missing file's empty content) gives ``{}``.
+    """
+    if isinstance(report, (str, bytes)):
+        try:
+            report = json.loads(report)
+        except ValueError:
+            return {}
+    if not isinstance(report, dict):
+        return {}
+    stable = copy.deepcopy(report)
+    stable.pop("generated_at", None)
+    for host in (stable.get("hosts") or {}).values():
+        if not isinstance(host, dict):
+            continue
+        if isinstance(host.get("supervisord"), dict):
+            host["supervisord"].pop("elapsed", None)
+        for instance in host.get("instances") or []:
+            if not isinstance(instance, dict):
+                continue
+            for key in _VOLATILE_INSTANCE_KEYS:
+                instance.pop(key, None)
+            if isinstance(instance.get("supervisord"), dict):
+                for key in _VOLATILE_SUPERVISORD_KEYS:
+                    instance["supervisord"].pop(key, None)
+    return stable
 
 
 # --------------------------------------------------------------------------- Prometheus
 
 
-def escape_label(value) -> str:
-    """Label value escaping of the text exposition format: backslash, double quote, newline."""
-    text = "" if value is None else str(value)
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def format_value(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    try:
-        return repr(float(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def _labels(pairs) -> str:
-    return "{" + ",".join(f'{key}="{escape_label(value)}"' for key, value in pairs) + "}"
-
-
-# (metric suffix, type, help, function instance -> list of (extra label pairs, value))
-def _single(key):
-    return lambda inst: [((), inst.get(key))]
-
-
-def _nested(outer, key):
-    return lambda inst: [((), (inst.get(outer) or {}).get(key))]
-
-
-METRICS = (
-    ("up", "gauge", "1 when the instance answers RPC (state up), else 0.", lambda i: [((), i.get("state") == "up")]),
-    (
-        "state",
-        "gauge",
-        "1 for the instance's current state (up, warming_up, down, hung, auth_failed, error), 0 for the others.",
-        lambda i: [((("state", s),), i.get("state") == s) for s in STATES],
-    ),
-    (
-        "unsupervised",
-        "gauge",
-        "1 when RPC answers although supervisord does not report the program RUNNING.",
-        lambda i: [((), bool(i.get("unsupervised")))],
-    ),
-    ("blocks", "gauge", "Validated blocks (getblockchaininfo.blocks).", _single("blocks")),
-    ("headers", "gauge", "Known headers (getblockchaininfo.headers).", _single("headers")),
-    (
-        "verification_progress",
-        "gauge",
-        "Estimated verification progress 0..1 (getblockchaininfo.verificationprogress).",
-        _single("verificationprogress"),
-    ),
-    (
-        "initial_block_download",
-        "gauge",
-        "1 while in initial block download (getblockchaininfo.initialblockdownload).",
-        _single("initialblockdownload"),
-    ),
-    (
-        "size_on_disk_bytes",
-        "gauge",
-        "Block and undo files on disk (getblockchaininfo.size_on_disk).",
-        _single("size_on_disk"),
-    ),
-    ("pruned", "gauge", "1 when the node prunes.", _single("pruned")),
-    ("uptime_seconds", "gauge", "Seconds since bitcoind started (RPC uptime).", _single("uptime")),
-    (
-        "peers",
-        "gauge",
-        "Connected peers by kind (libre_relay, knots, core_v30_plus, core_pre_v30, other).",
-        lambda i: [((("kind", c),), ((i.get("peers") or {}).get("breakdown") or {}).get(c)) for c in CATEGORIES],
-    ),
-    (
-        "connections",
-        "gauge",
-        "Connected peers by direction (inbound, outbound).",
-        lambda i: [((("direction", d),), (i.get("peers") or {}).get(d)) for d in ("inbound", "outbound")],
-    ),
-    (
-        "supervisord_running",
-        "gauge",
-        "1 when supervisord reports the program RUNNING.",
-        lambda i: [((), (i.get("supervisord") or {}).get("state") == "RUNNING" if i.get("supervisord") else None)],
-    ),
-    (
-        "process_start_time_seconds",
-        "gauge",
-        "Start time of the supervised process, seconds since the epoch (supervisord start).",
-        _nested("supervisord", "start"),
-    ),
-    (
-        "restarts",
-        "gauge",
-        "Restarts counted in supervisord's main log since supervisord started (spawns minus one).",
-        _nested("supervisord", "restarts"),
-    ),
-    (
-        "rpc_query_seconds",
-        "gauge",
-        "Seconds the status queries of this instance took.",
-        _single("elapsed"),
-    ),
-)
-
-
-def _info_labels(instance: dict) -> tuple:
-    return (
-        ("version", instance.get("version")),
-        ("subversion", instance.get("subversion")),
-        ("tor_mode", instance.get("tor_mode")),
-        ("onion", instance.get("onion_address")),
-        ("program", instance.get("program")),
-    )
-
-
 def fleet_status_prometheus(result, host, timestamp=None) -> str:
-    """node_exporter textfile text for one host's ``bitcoind_info`` result."""
-    if not host:
-        raise AnsibleFilterError("fleet_status_prometheus: host label must not be empty")
-    lines = []
-    instances = result.get("instances") if _host_ok(result) else []
-    instances = sorted(instances or [], key=lambda i: str(i.get("name", "")))
-    bases = [
-        (("host", host), ("instance", i.get("name")), ("impl", i.get("impl")), ("network", i.get("network")))
-        for i in instances
-    ]
-    for suffix, kind, help_text, extract in METRICS:
-        samples = []
-        for base, instance in zip(bases, instances):
-            for extra, value in extract(instance):
-                text = format_value(value)
-                if text is not None:
-                    samples.append(f"{PREFIX}{suffix}{_labels(base + extra)} {text}")
-        if samples:
-            lines += [f"# HELP {PREFIX}{suffix} {help_text}", f"# TYPE {PREFIX}{suffix} {kind}", *samples]
-    if instances:
-        lines += [
-            f"# HELP {PREFIX}info Static facts of the instance as labels (value always 1).",
-            f"# TYPE {PREFIX}info gauge",
-        ]
-        lines += [f"{PREFIX}info{_labels(base + _info_labels(i))} 1" for base, i in zip(bases, instances)]
-    summary = (result or {}).get("summary") if _host_ok(result) else None
-    lines += [
-        f"# HELP {PREFIX}status_ok 1 when bitcoind_info ran on the host, 0 when it failed.",
-        f"# TYPE {PREFIX}status_ok gauge",
-        f"{PREFIX}status_ok{_labels((('host', host),))} {1 if _host_ok(result) else 0}",
-    ]
-    if summary:
-        lines += [
-            f"# HELP {PREFIX}instances Instances on the host by state.",
-            f"# TYPE {PREFIX}instances gauge",
-        ]
-        lines += [
-            f"{PREFIX}instances{_labels((('host', host), ('state', s)))} {int(summary.get(s, 0))}" for s in STATES
-        ]
-    if timestamp is not None:
-        text = format_value(timestamp)
-        if text is None:
-            raise AnsibleFilterError(f"fleet_status_prometheus: timestamp {timestamp!r} is not a number")
-        lines += [
-            f"# HELP {PREFIX}status_timestamp_seconds When this status was collected, seconds since the epoch.",
-            f"# TYPE {PREFIX}status_timestamp_seconds gauge",
-            f"{PREFIX}status_timestamp_seconds{_labels((('host', host),))} {text}",
-        ]
-    return "\n".join(lines) + "\n"
+    """node_exporter textfile text for one host's ``bitcoind_info`` result (metrics.render_textfile)."""
+    try:
+        return render_textfile(host, result if isinstance(result, dict) else {}, timestamp)
+    except MetricsError as exc:
+        raise AnsibleFilterError(f"fleet_status_prometheus: {exc}") from None
+
+
+def fleet_status_fleet_prometheus(statuses, host, timestamp=None) -> str:
+    """The fleet file (blocks_behind, per-network best height) for ``host`` (metrics.render_fleet_textfile)."""
+    try:
+        return render_fleet_textfile(host, _check_statuses(statuses), timestamp)
+    except MetricsError as exc:
+        raise AnsibleFilterError(f"fleet_status_fleet_prometheus: {exc}") from None
+
+
+def fleet_status_stable(text) -> str:
+    """Textfile text without the clock-driven samples (metrics.stable_text), for changed_when."""
+    return stable_text(text)
+
+
+def fleet_status_changed(new, stat_result, slurp_result=None, kind="textfile", mode="0644") -> bool:
+    """Whether writing ``new`` changes anything but the clock (for a quiet scheduled status job).
+
+    ``stat_result`` / ``slurp_result`` are the registered ``stat`` and ``slurp`` results of the
+    file before the write (slurp skipped or failed when it did not exist). True when the file
+    is missing, is not a regular file, has another mode, or its content differs from ``new``
+    in more than the values that move with the clock (``kind``: ``textfile`` compares with
+    fleet_status_stable, ``report`` with fleet_status_report_stable).
+    """
+    if kind not in ("textfile", "report"):
+        raise AnsibleFilterError(f"fleet_status_changed: kind must be textfile or report, got {kind!r}")
+    stat = (stat_result or {}).get("stat") if isinstance(stat_result, dict) else None
+    if not isinstance(stat, dict) or not stat.get("exists") or not stat.get("isreg") or stat.get("mode") != mode:
+        return True
+    content = (slurp_result or {}).get("content") if isinstance(slurp_result, dict) else None
+    if not isinstance(content, str):
+        return True
+    try:
+        old = base64.b64decode(content).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return True
+    if kind == "report":
+        new_report = json.loads(new) if isinstance(new, str) else new
+        return fleet_status_report_stable(new_report) != fleet_status_report_stable(old)
+    return stable_text(new if isinstance(new, str) else "") != stable_text(old)
 
 
 class FilterModule:
@@ -456,4 +424,8 @@ class FilterModule:
             "fleet_status_report": fleet_status_report,
             "fleet_status_prometheus": fleet_status_prometheus,
             "fleet_status_targets": fleet_status_targets,
+            "fleet_status_fleet_prometheus": fleet_status_fleet_prometheus,
+            "fleet_status_stable": fleet_status_stable,
+            "fleet_status_report_stable": fleet_status_report_stable,
+            "fleet_status_changed": fleet_status_changed,
         }

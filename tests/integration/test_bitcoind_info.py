@@ -292,8 +292,8 @@ def test_status_playbook_writes_table_json_and_prometheus(supervisord, tmp_path)
     prom = textfile_dir / "nodefleet_bitcoind.prom"
     assert oct(prom.stat().st_mode & 0o777) == "0o644"
     families = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
-    up = {s.labels["instance"]: s.value for s in families["nodefleet_bitcoind_up"].samples}
+    up = {s.labels["bitcoind"]: s.value for s in families["nodefleet_bitcoind_up"].samples}
     assert up == {"pa": 1.0, "pb": 1.0}
-    peers = {(s.labels["instance"], s.labels["kind"]): s.value for s in families["nodefleet_bitcoind_peers"].samples}
+    peers = {(s.labels["bitcoind"], s.labels["kind"]): s.value for s in families["nodefleet_bitcoind_peers"].samples}
     assert {kind: peers[("pa", kind)] for kind in BREAKDOWN} == BREAKDOWN
     assert families["nodefleet_bitcoind_up"].samples[0].labels["host"] == "node1"

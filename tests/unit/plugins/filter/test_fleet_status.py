@@ -2,21 +2,26 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 from __future__ import annotations
 
+import base64
 import copy
 import json
 
 import pytest
 from ansible_collections.nodefleet.bitcoin.plugins.filter.fleet_status import (
     FilterModule,
-    escape_label,
+    fleet_status_changed,
+    fleet_status_fleet_prometheus,
     fleet_status_prometheus,
     fleet_status_report,
+    fleet_status_report_stable,
+    fleet_status_stable,
     fleet_status_table,
     fleet_status_targets,
     format_duration,
     format_progress,
 )
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.instance_states import STATES
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.metrics import escape_label
 from prometheus_client.parser import text_string_to_metric_families
 
 ONION = "mrswmz3infvgw3dnnzxxa4lson2hk5txpb4xu634pv7h7aebqkb5woid.onion"
@@ -189,7 +194,11 @@ def test_report_does_not_modify_input():
 
 
 def parse(text):
-    return {family.name: family for family in text_string_to_metric_families(text)}
+    # prometheus_client names a counter family without its _total suffix; key by the exposed name.
+    return {
+        family.name + ("_total" if family.type == "counter" else ""): family
+        for family in text_string_to_metric_families(text)
+    }
 
 
 def samples(families, name):
@@ -201,30 +210,32 @@ def test_prometheus_text_parses_and_has_help_type_for_every_metric():
     families = parse(text)
     assert text.endswith("\n")
     for line in text.splitlines():
-        assert line.startswith(("# HELP nodefleet_bitcoind_", "# TYPE nodefleet_bitcoind_", "nodefleet_bitcoind_"))
+        assert line.startswith(("# HELP nodefleet_", "# TYPE nodefleet_", "nodefleet_"))
     help_names = {line.split()[2] for line in text.splitlines() if line.startswith("# HELP")}
     type_names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
     assert help_names == type_names == set(families)
-    assert all(family.type == "gauge" for family in families.values())
+    assert {name for name, family in families.items() if family.type == "counter"} == {
+        "nodefleet_bitcoind_restarts_total"
+    }
 
 
 def test_prometheus_values_and_labels():
     families = parse(fleet_status_prometheus(STATUSES["node-b"], "node-b", timestamp=1700000123))
-    base_s1 = {"host": "node-b", "instance": "s1", "impl": "knots", "network": "signet"}
-    base_s2 = dict(base_s1, instance="s2")
+    base_s1 = {"host": "node-b", "bitcoind": "s1", "impl": "knots", "network": "signet"}
+    base_s2 = dict(base_s1, bitcoind="s2")
     assert samples(families, "nodefleet_bitcoind_up") == [(base_s1, 1.0), (base_s2, 0.0)]
     assert (dict(base_s2, state="down"), 1.0) in samples(families, "nodefleet_bitcoind_state")
     assert (dict(base_s2, state="up"), 0.0) in samples(families, "nodefleet_bitcoind_state")
     assert samples(families, "nodefleet_bitcoind_blocks") == [(base_s1, 250000.0)]  # down instance: no sample
     peers = {s.labels["kind"]: s.value for s in families["nodefleet_bitcoind_peers"].samples}
     assert peers == {"libre_relay": 1, "knots": 2, "core_v30_plus": 3, "core_pre_v30": 2, "other": 1}
-    assert samples(families, "nodefleet_bitcoind_restarts") == [(base_s1, 2.0), (base_s2, 0.0)]
+    assert samples(families, "nodefleet_bitcoind_restarts_total") == [(base_s1, 2.0), (base_s2, 0.0)]
     assert samples(families, "nodefleet_bitcoind_supervisord_running") == [(base_s1, 1.0), (base_s2, 0.0)]
-    assert samples(families, "nodefleet_bitcoind_verification_progress") == [(base_s1, 0.99995)]
+    assert samples(families, "nodefleet_bitcoind_verification_progress_ratio") == [(base_s1, 0.99995)]
     info = families["nodefleet_bitcoind_info"].samples[0].labels
     assert info["onion"] == ONION
     assert info["subversion"] == "/Satoshi:29.1.0/Knots:20250305/"
-    assert samples(families, "nodefleet_bitcoind_status_timestamp_seconds") == [({"host": "node-b"}, 1700000123.0)]
+    assert samples(families, "nodefleet_collector_last_run_timestamp_seconds") == [({"host": "node-b"}, 1700000123.0)]
     by_state = {s.labels["state"]: s.value for s in families["nodefleet_bitcoind_instances"].samples}
     assert by_state["up"] == 1
     assert by_state["down"] == 1
@@ -256,6 +267,10 @@ def test_filter_names():
         "fleet_status_report",
         "fleet_status_prometheus",
         "fleet_status_targets",
+        "fleet_status_fleet_prometheus",
+        "fleet_status_stable",
+        "fleet_status_report_stable",
+        "fleet_status_changed",
     }
 
 
@@ -337,7 +352,7 @@ def test_a_restarting_instance_is_counted_in_the_table_and_the_metrics():
     families = parse(fleet_status_prometheus(statuses["node-r"], "node-r", timestamp=1700000123))
     by_state = {s.labels["state"]: s.value for s in families["nodefleet_bitcoind_instances"].samples}
     assert by_state["restarting"] == 1
-    states = {(s.labels["instance"], s.labels["state"]): s.value for s in families["nodefleet_bitcoind_state"].samples}
+    states = {(s.labels["bitcoind"], s.labels["state"]): s.value for s in families["nodefleet_bitcoind_state"].samples}
     assert states[("loop1", "restarting")] == 1
     assert states[("loop1", "up")] == 0
 
@@ -347,3 +362,108 @@ def test_state_names_are_the_ones_bitcoind_info_reports():
     from ansible_collections.nodefleet.bitcoin.plugins.modules import bitcoind_info
 
     assert fleet_status.STATES is bitcoind_info.STATES
+
+
+# --------------------------------------------------------------------------- fleet view (issue 13)
+
+NOW = 1700003600.0
+FLEET = {
+    "node-1": result(
+        instance("a", blocks=250100, best_block_time=NOW - 300), instance("m", network="main", blocks=900)
+    ),
+    "node-2": result(instance("b", blocks=250090, best_block_time=NOW - 7200)),
+    "node-3": {"unreachable": True, "msg": "gone"},
+}
+
+
+def test_table_shows_blocks_behind_the_best_tip_of_the_network_and_the_tip_age():
+    lines = fleet_status_table(FLEET, timestamp=NOW).splitlines()
+    header = lines[0]
+    rows = {line.split()[1]: line for line in lines[1:-1] if not line.startswith("node-3")}
+    behind, age = header.index("BEHIND"), header.index("TIP AGE")
+    assert rows["a"][behind:].split()[0] == "0"
+    assert rows["b"][behind:].split()[0] == "10"  # signet tip 250100 on node-1
+    assert rows["m"][behind:].split()[0] == "0"  # main is compared with main only
+    assert rows["a"][age:].split()[0] == "5m00s"
+    assert rows["b"][age:].split()[0] == "2h00m"
+    assert rows["m"][age:].split()[0] == "-"  # no best_block_time: unknown, not 0
+
+
+def test_report_has_blocks_behind_tip_age_and_says_the_scope_is_the_hosts_of_the_run():
+    report = fleet_status_report(FLEET, generated_at="x", timestamp=NOW, limit="node-1:node-2")
+    by_name = {i["name"]: i for h in report["hosts"].values() for i in h["instances"]}
+    assert by_name["b"]["blocks_behind"] == 10
+    assert by_name["b"]["stale_tip_seconds"] == 7200
+    assert by_name["m"]["stale_tip_seconds"] is None
+    fleet = report["fleet"]
+    assert fleet["fleet_tip_scope"] == "hosts in this run"
+    assert fleet["limit"] == "node-1:node-2"
+    assert fleet["best_blocks"] == {"signet": 250100, "main": 900}
+    assert fleet["hosts"] == ["node-1", "node-2", "node-3"]
+    assert fleet["hosts_with_data"] == 2
+    assert "blocks_behind" not in FLEET["node-2"]["instances"][0]  # input untouched
+
+
+def test_a_slice_of_the_fleet_computes_blocks_behind_from_that_slice_only():
+    # --limit node-2: node-1's higher tip is not seen, so node-2 is the best it knows.
+    report = fleet_status_report({"node-2": FLEET["node-2"]}, timestamp=NOW, limit="node-2")
+    assert report["hosts"]["node-2"]["instances"][0]["blocks_behind"] == 0
+    assert report["fleet"]["best_blocks"] == {"signet": 250090}
+
+
+def test_report_stable_drops_only_what_moves_with_the_clock():
+    first = fleet_status_report(FLEET, generated_at="t1", timestamp=NOW)
+    later = copy.deepcopy(FLEET)
+    for res in later.values():
+        for inst in res.get("instances", []):
+            inst["uptime"] += 60
+            inst["elapsed"] = 0.5
+            inst["supervisord"] = dict(inst["supervisord"], uptime=inst["supervisord"]["uptime"] + 60)
+    second = fleet_status_report(later, generated_at="t2", timestamp=NOW + 60)
+    assert fleet_status_report_stable(first) == fleet_status_report_stable(json.dumps(second))
+    later["node-2"]["instances"][0]["blocks"] += 1
+    third = fleet_status_report(later, generated_at="t3", timestamp=NOW + 120)
+    assert fleet_status_report_stable(first) != fleet_status_report_stable(third)
+    assert fleet_status_report_stable("") == {}
+
+
+def test_fleet_prometheus_filter_and_stable_filter():
+    text = fleet_status_fleet_prometheus(FLEET, "node-2", timestamp=NOW)
+    families = parse(text)
+    assert samples(families, "nodefleet_bitcoind_blocks_behind") == [
+        ({"host": "node-2", "bitcoind": "b", "impl": "knots", "network": "signet"}, 10.0)
+    ]
+    assert fleet_status_stable(text) == fleet_status_stable(fleet_status_fleet_prometheus(FLEET, "node-2", NOW + 5))
+    with pytest.raises(Exception, match="fleet_status_fleet_prometheus: host"):
+        fleet_status_fleet_prometheus(FLEET, "")
+
+
+def _stat(mode="0644", exists=True, isreg=True):
+    return {"stat": {"exists": exists, "isreg": isreg, "mode": mode}}
+
+
+def _slurp(text):
+    return {"content": base64.b64encode(text.encode()).decode()}
+
+
+def test_changed_is_false_when_only_the_clock_moved_and_true_otherwise():
+    old = fleet_status_prometheus(FLEET["node-1"], "node-1", timestamp=NOW)
+    later = copy.deepcopy(FLEET["node-1"])
+    later["instances"][0]["uptime"] += 30
+    new = fleet_status_prometheus(later, "node-1", timestamp=NOW + 30)
+    assert fleet_status_changed(new, _stat(), _slurp(old)) is False
+    assert fleet_status_changed(new, _stat(exists=False), {"skipped": True}) is True  # first write
+    assert fleet_status_changed(new, _stat(mode="0600"), _slurp(old)) is True  # mode repaired
+    assert fleet_status_changed(new, _stat(isreg=False), _slurp(old)) is True
+    assert fleet_status_changed(new, _stat(), {"content": "%%%"}) is True
+    later["instances"][0]["state"] = "down"
+    assert fleet_status_changed(fleet_status_prometheus(later, "node-1", NOW + 60), _stat(), _slurp(old)) is True
+
+
+def test_changed_for_the_report_ignores_generated_at_and_uptimes():
+    old = json.dumps(fleet_status_report(FLEET, generated_at="t1", timestamp=NOW))
+    new = fleet_status_report(FLEET, generated_at="t2", timestamp=NOW + 30)
+    assert fleet_status_changed(new, _stat(), _slurp(old), kind="report") is False
+    assert fleet_status_changed(new, _stat(), _slurp(old.replace("250090", "250091")), kind="report") is True
+    with pytest.raises(Exception, match="kind must be textfile or report"):
+        fleet_status_changed(new, _stat(), _slurp(old), kind="json")
