@@ -155,7 +155,7 @@ def test_seeded_instance_starts_at_the_source_tip_and_follows_it(synced_source):
     assert sv.info(s["program"])["pid"] == before_pid
     assert not (tgt["datadir"] / "regtest").exists()
 
-    result, output = run_collection_module("bitcoind_seed", seed_args(sv, tgt, src), expect_success=True)
+    result, _ = run_collection_module("bitcoind_seed", seed_args(sv, tgt, src), expect_success=True)
     assert result["changed"] is True and result["seeded"] is True, result
     files = result["files"]
     # blk/rev files older than the two newest and LevelDB tables are linked, the rest copied
@@ -171,7 +171,9 @@ def test_seeded_instance_starts_at_the_source_tip_and_follows_it(synced_source):
     marker = json.loads((netdir / ".nodefleet-seed.json").read_text())
     assert marker["source"] == "src" and marker["manifest_sha256"] == result["manifest_sha256"]
     # the sha256 list of the copied files verifies against the target with sha256sum itself
-    check = subprocess.run(["sha256sum", "--strict", "-c", ".nodefleet-seed.sha256"], cwd=netdir, capture_output=True, text=True)
+    check = subprocess.run(
+        ["sha256sum", "--strict", "-c", ".nodefleet-seed.sha256"], cwd=netdir, capture_output=True, text=True
+    )
     assert check.returncode == 0 and check.stdout.count(": OK") == files["copied"], check.stdout + check.stderr
     # the newest blk/rev files (appended by both daemons from now on) are separate copies; older ones shared
     blks = sorted(p.name for p in (src_netdir / "blocks").glob("blk*.dat"))
