@@ -151,6 +151,11 @@ manifest_sha256:
   description: sha256 over the sorted C(<sha256 or link>  <path>) lines of every seeded file (recorded in the marker).
   returned: when seeded
   type: str
+summary:
+  description: One line for the operator - what was seeded, how, and the source's downtime.
+  returned: always
+  type: str
+  sample: "seeded from core-1 - 17 files (4 hard-linked, 13 copied and sha256-verified), source down 1.36 s"
 marker:
   description: The marker's content (when the target was seeded before, the earlier seed).
   returned: when seeded now or before
@@ -326,6 +331,7 @@ def main():
     result = {"changed": False, "seeded": False, "network_dir": n["netdir"]}
     if n["state"] == "seeded":
         result["marker"] = n["marker"]
+        result["summary"] = "already seeded from %s" % n["marker"].get("source", "?")
         module.exit_json(**result)
     result.update(changed=True, seeded=True, source_was_running=n["running"])
     summary_line = "seed %s from %s (%s)" % (n["netdir"], n["source_name"], n["source"]["netdir"])
@@ -345,6 +351,13 @@ def main():
             error = str(exc)
         if error is not None:
             module.fail_json(msg="source_datadir: %s" % error)
+        result["summary"] = "would seed from %s - %s files (%s hard-linked, %s copied)%s" % (
+            n["source_name"],
+            result["files"]["files"],
+            result["files"]["linked"],
+            result["files"]["copied"],
+            ", stopping the running source" if n["running"] else "",
+        )
         module.exit_json(**result)
     try:
         result.update(run_seed(n))
@@ -352,6 +365,17 @@ def main():
         error = str(exc)
     if error is not None:
         module.fail_json(msg=error, seeded=False, network_dir=n["netdir"])
+    files = result["files"]
+    result["summary"] = (
+        "seeded from %s - %s files (%s hard-linked, %s copied and sha256-verified), source down %s s"
+        % (
+            n["source_name"],
+            files["files"],
+            files["linked"],
+            files["copied"],
+            result["source_downtime"],
+        )
+    )
     module.exit_json(**result)
 
 

@@ -161,6 +161,7 @@ def test_seeded_instance_starts_at_the_source_tip_and_follows_it(synced_source):
     # blk/rev files older than the two newest and LevelDB tables are linked, the rest copied
     assert files["linked"] > 0 and files["copied"] > 0 and files["fallback_copies"] == 0, files
     assert 0 < result["source_downtime"] < 120 and result["copy_seconds"] <= result["source_downtime"]
+    assert result["summary"].startswith("seeded from src - ") and "sha256-verified" in result["summary"]
     print(f"\n[seed] {files} downtime={result['source_downtime']}s copy={result['copy_seconds']}s")
     # the source was restarted by supervisord and is back at its tip
     info = sv.wait_state(s["program"], "RUNNING")
@@ -200,6 +201,7 @@ def test_seeded_instance_starts_at_the_source_tip_and_follows_it(synced_source):
     pid = sv.info(s["program"])["pid"]
     again, _ = run_collection_module("bitcoind_seed", seed_args(sv, tgt, src), expect_success=True)
     assert again["changed"] is False and again["seeded"] is False and again["marker"]["source"] == "src"
+    assert again["summary"] == "already seeded from src"
     assert sv.info(s["program"])["pid"] == pid and sv.info(target_program)["statename"] == "RUNNING"
 
     # the source, still writing its own newest files, is not disturbed by the seed's writes
