@@ -188,7 +188,7 @@ def traversal_problem(path: str, uid: int, gids: set[int]) -> str | None:
     return None
 
 
-def fix_ownership(datadir: str, uid: int, gid: int, apply: bool) -> dict:
+def fix_ownership(datadir: str, uid: int | None, gid: int | None, apply: bool) -> dict:
     """Give everything in ``datadir`` (itself included) to ``uid:gid``, walking by descriptors.
 
     Directories are opened ``O_DIRECTORY|O_NOFOLLOW`` relative to their parent's descriptor,
@@ -197,8 +197,11 @@ def fix_ownership(datadir: str, uid: int, gid: int, apply: bool) -> dict:
     one hard link is not changed (``fchown`` would change the other name too: ``hardlinks``),
     nor is anything but files and directories. Modes are left as they are.
     Returns ``{"changed": n, "symlinks": [...], "hardlinks": [...], "skipped": [...]}``
-    (paths relative to the datadir); with ``apply=False`` only counts.
+    (paths relative to the datadir); with ``apply=False`` only counts (``uid``/``gid`` None:
+    a user not created yet, so every entry counts).
     """
+    if apply and (uid is None or gid is None):
+        raise ValueError("fix_ownership: an owner is needed to apply")
     report = {"changed": 0, "symlinks": [], "hardlinks": [], "skipped": []}
     root = safe_fs.open_dir(datadir)
     try:

@@ -202,7 +202,8 @@ ACTIVE_STATES = ("active", "activating", "reloading", "deactivating")
 ENABLED_STATES = ("enabled", "enabled-runtime")
 
 
-def validate(p: dict) -> dict:
+def validate(p: dict, check_mode: bool = False) -> dict:
+    """Normalised options; in check mode an owner/group this run creates (not there yet) is None."""
     n = dict(p)
     n["name"] = check_name("name", p["name"])
     n["datadir"] = check_managed_dir("datadir", p["datadir"]).rstrip("/")
@@ -223,14 +224,13 @@ def validate(p: dict) -> dict:
         raise ValidationError("state_dir", "must be outside the datadir (the daemon user controls it)")
     if not isinstance(p["stop_timeout"], int) or p["stop_timeout"] < 1:
         raise ValidationError("stop_timeout", "must be at least 1 second")
-    try:
-        n["uid"] = pwd.getpwnam(p["owner"]).pw_uid
-    except KeyError:
-        raise ValidationError("owner", f"user {p['owner']!r} does not exist on this host") from None
-    try:
-        n["gid"] = grp.getgrnam(p["group"]).gr_gid
-    except KeyError:
-        raise ValidationError("group", f"group {p['group']!r} does not exist on this host") from None
+    for option, lookup, field in (("owner", pwd.getpwnam, "pw_uid"), ("group", grp.getgrnam, "gr_gid")):
+        try:
+            n["uid" if option == "owner" else "gid"] = getattr(lookup(p[option]), field)
+        except KeyError:
+            if not check_mode:
+                raise ValidationError(option, f"{p[option]!r} does not exist on this host") from None
+            n["uid" if option == "owner" else "gid"] = None
     return n
 
 
@@ -257,6 +257,8 @@ def inspect_datadir(n: dict) -> None:
             "datadir",
             f"{n['network_dir']} holds no {n['network']} chain (no blocks/ directory): wrong network or datadir?",
         )
+    if n["uid"] is None:  # check mode before the user exists: it will be created with the run
+        return
     groups = {n["gid"]} | {g.gr_gid for g in grp.getgrall() if n["owner"] in g.gr_mem}
     blocked = adopt.traversal_problem(n["datadir"], n["uid"], groups)
     if blocked:
@@ -393,7 +395,7 @@ def write_state_file(n: dict, name: str, data: bytes) -> None:
 
 
 def run(module) -> dict:
-    n = validate(module.params)
+    n = validate(module.params, module.check_mode)
     inspect_datadir(n)
     record = read_record(n)
     conf = plan_conf(n, record)

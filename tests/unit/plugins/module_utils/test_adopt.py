@@ -76,7 +76,7 @@ def test_lock_holders_match_device_and_inode(tmp_path):
 def test_traversal_problem_names_the_closed_parent():
     base = tempfile.mkdtemp(prefix="nodefleet-adopt-unit-", dir="/tmp")  # /tmp is 1777: enterable
     try:
-        os.chmod(base, 0o711)
+        os.chmod(base, 0o711)  # noqa: S103 - enterable, as a real datadir's parents
         closed = os.path.join(base, "closed")
         os.makedirs(os.path.join(closed, "data"))
         os.chmod(closed, 0o700)
