@@ -141,3 +141,22 @@ def test_refuses_onion_key_core_without_cores_key(base):
     result, _ = run_collection_module("bitcoind_adopt", dict(args, owner="root", group="root"))
     assert result.get("failed") and result["msg"].startswith("onion_key:") and "listenonion=1" in result["msg"]
     assert not (base / "s").exists()
+
+
+def test_dry_run_before_the_owner_exists_and_a_real_run_refuses(base):
+    # On a fresh host --check runs before the role has created the bitcoin user.
+    (base / "d" / "regtest" / "blocks").mkdir(parents=True)
+    args = {
+        "name": "x",
+        "datadir": str(base / "d"),
+        "network": "regtest",
+        "state_dir": str(base / "s"),
+        "onion_key": "none",
+        "owner": "nodefleet-no-such-user",
+        "group": "nodefleet-no-such-group",
+    }
+    result, _ = run_collection_module("bitcoind_adopt", args, check=True, expect_success=True)
+    assert result["changed"] is True and result["ownership"]["changed"] == 3  # d, regtest, blocks
+    result, _ = run_collection_module("bitcoind_adopt", args)
+    assert result.get("failed") and result["msg"].startswith("owner:") and "does not exist" in result["msg"]
+    assert not (base / "s").exists()
