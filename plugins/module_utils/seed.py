@@ -231,17 +231,30 @@ def target_state(n: dict) -> tuple[str, dict | None, list]:
 
 
 @contextlib.contextmanager
-def datadir_lock(netdir: str, option: str):
+def datadir_lock(netdir: str, option: str, uid=None, gid=None):
     """Hold bitcoind's own datadir lock (``<netdir>/.lock``, fcntl like Core) while the chain is copied.
 
-    A daemon running on the datadir holds it: SeedError. While it is held no bitcoind can start there."""
+    A daemon running on the datadir holds it: SeedError. While it is held no bitcoind can start there.
+    A ``.lock`` this creates gets ``uid``/``gid``, by default its directory's owner (the daemon must open
+    it for writing later: a root-owned ``.lock`` keeps bitcoind from starting)."""
     with safe_fs.opened_dir(netdir) as dir_fd:
         try:
-            fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+            try:
+                flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(LOCK_FILE, flags, 0o600, dir_fd=dir_fd)
+                created = True
+            except FileExistsError:
+                fd = os.open(LOCK_FILE, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+                created = False
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise ValidationError(option, "%s/.lock is a symlink; refusing it" % netdir) from None
             raise
+        if created:  # owned like its directory unless told otherwise
+            dir_st = os.fstat(dir_fd)
+            safe_fs.set_attrs_fd(
+                fd, dir_st.st_uid if uid is None else uid, dir_st.st_gid if gid is None else gid, 0o600
+            )
     try:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

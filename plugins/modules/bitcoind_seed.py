@@ -286,7 +286,10 @@ def run_seed(n: dict) -> dict:
                         safe_fs.set_attrs_fd(child, n["uid"], n["gid"], 0o700)
                 finally:
                     os.close(child)
-        with seed.datadir_lock(n["source"]["netdir"], "source_datadir"), seed.datadir_lock(n["netdir"], "datadir"):
+        with (
+            seed.datadir_lock(n["source"]["netdir"], "source_datadir"),
+            seed.datadir_lock(n["netdir"], "datadir", n["uid"], n["gid"]),
+        ):
             copy_start = seed.now()
             files = seed.source_files(n["source"]["netdir"])
             steps = seed.plan(files, n["uid"], n["gid"], n["hard_links"])

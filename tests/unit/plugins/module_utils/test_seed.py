@@ -338,3 +338,36 @@ def test_datadir_lock_is_exclusive(tmp_path):
         holder.kill()
         holder.wait()
     assert seed.lock_is_free(str(netdir)) is True
+
+
+class NoSupervisor:
+    def call(self, *args):  # pragma: no cover - a stopped source is never stopped or started
+        raise AssertionError(f"supervisord called: {args}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_everything_the_seed_creates_belongs_to_the_daemon_user(tmp_path):
+    """Regression (found on the fleet): the target's .lock was created root-owned, and Core, running as
+    the bitcoin user, refused the datadir. Every entry the seed creates is the owner's."""
+    make_source(tmp_path)
+    for path in [tmp_path / "src", *(tmp_path / "src").rglob("*")]:
+        os.lchown(path, 65534, 65534)
+    p = params(tmp_path, owner="nobody", group=None)
+    n = seed.validate(p)
+    n.update(uid=65534, gid=65534, netdir=str(tmp_path / "tgt" / "regtest"), running=False, client=NoSupervisor())
+    n["source"] = seed.read_source(n)
+    out = bitcoind_seed.run_seed(n)
+    assert out["source_downtime"] == 0 and out["files"]["linked"] == 6
+    created = [tmp_path / "tgt", *(tmp_path / "tgt").rglob("*")]
+    assert {(p.name, os.lstat(p).st_uid, os.lstat(p).st_gid) for p in created if os.lstat(p).st_uid != 65534} == set()
+    assert (tmp_path / "tgt" / "regtest" / ".lock").exists()
+    assert os.lstat(tmp_path / "src" / "regtest" / ".lock").st_uid == 65534  # created like its directory
+
+
+def test_a_lock_file_it_creates_is_owned_like_its_directory(tmp_path):
+    netdir = tmp_path / "n"
+    netdir.mkdir()
+    with seed.datadir_lock(str(netdir), "datadir"):
+        pass
+    st, dir_st = os.stat(netdir / ".lock"), os.stat(netdir)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (dir_st.st_uid, dir_st.st_gid, 0o600)
