@@ -160,3 +160,32 @@ def test_dry_run_before_the_owner_exists_and_a_real_run_refuses(base):
     result, _ = run_collection_module("bitcoind_adopt", args)
     assert result.get("failed") and result["msg"].startswith("owner:") and "does not exist" in result["msg"]
     assert not (base / "s").exists()
+
+
+def test_onion_key_tor_stages_the_operators_tor_key(base):
+    # The operator ran their own HiddenServiceDir (doc/tor.md style) with tor's key files.
+    (base / "d" / "regtest" / "blocks").mkdir(parents=True)
+    service = base / "bitcoin-service"
+    service.mkdir(mode=0o700)
+    files = tor_utils.core_key_to_tor("k", CORE_KEY)
+    (service / tor_utils.SECRET_KEY_FILE).write_bytes(files[tor_utils.SECRET_KEY_FILE])
+    args = {
+        "name": "x",
+        "datadir": str(base / "d"),
+        "network": "regtest",
+        "state_dir": str(base / "s"),
+        "onion_key": "tor",
+        "tor_service_dir": str(service),
+        "owner": "root",
+        "group": "root",
+    }
+    result, raw = run_collection_module("bitcoind_adopt", args, expect_success=True)
+    assert result["onion_address"] == CORE_ADDRESS
+    assert Path(result["tor_key_file"]).read_bytes() == files[tor_utils.SECRET_KEY_FILE]
+    assert CORE_KEY.split(":", 1)[1][:16] not in raw
+    again, _ = run_collection_module("bitcoind_adopt", args, expect_success=True)
+    assert again["changed"] is False
+    # A file that is not a tor v3 key is refused, naming the option, before anything is staged.
+    (service / tor_utils.SECRET_KEY_FILE).write_bytes(b"not a key")
+    bad, _ = run_collection_module("bitcoind_adopt", dict(args, state_dir=str(base / "s2")))
+    assert bad.get("failed") and bad["msg"].startswith("tor_service_dir:") and not (base / "s2").exists()
