@@ -801,3 +801,16 @@ def is_managed(text: str | None, name: str) -> bool:
         return False
     lines = text.split("\n")  # lines as Core reads them (only "\n" ends a line)
     return len(lines) >= 2 and lines[0] == HEADER and lines[1].startswith(f"# instance={name} impl=")
+
+
+def network_of(text: str) -> str:
+    """The network a bitcoin.conf selects (``chain=``, else ``regtest=1``/``signet=1``/``testnet4=1``/``testnet=1``,
+    else main), read with Core's rules (``settings``). Raises ValueError for a file Core would refuse."""
+    top = settings(text or "", "main")
+    chain = top.get("chain")
+    if chain in NETWORK_SUBDIR:
+        return chain
+    for flag in ("regtest", "signet", "testnet4", "testnet"):
+        if top.get(flag) not in (None, False, "0", ""):
+            return "test" if flag == "testnet" else flag
+    return "main"

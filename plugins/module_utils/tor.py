@@ -490,3 +490,112 @@ def verify_config(run_command, tor_bin: str, torrc_file: str, defaults_torrc: st
     """Run ``tor --verify-config``; ``(ok, tor's warnings/errors)``. ``run_command`` is module.run_command."""
     rc, out, err = run_command(verify_command(tor_bin, torrc_file, defaults_torrc))
     return rc == 0, tor_messages((out or "") + "\n" + (err or ""))
+
+
+# --------------------------------------------------------------------------- Core's own key
+#
+# Bitcoin Core with ``listenonion=1`` asks tor (ADD_ONION NEW:ED25519-V3) for a service and
+# keeps the key tor returned in ``<network dir>/onion_v3_private_key`` as
+# ``ED25519-V3:<base64 of the 64-byte expanded ed25519 secret key>`` (src/torcontrol.cpp).
+# tor keeps the same 64 bytes behind a 32-byte header in ``hs_ed25519_secret_key``; the
+# public key is the first half of the expanded key (the clamped scalar ``a``, little endian)
+# times the ed25519 base point, and ``hostname`` is the v3 address of that public key.
+
+CORE_KEY_PREFIX = "ED25519-V3:"
+PUBLIC_KEY_HEADER = b"== ed25519v1-public: type0 ==\x00\x00\x00"
+
+_ED_P = 2**255 - 19
+_ED_D = (-121665 * pow(121666, _ED_P - 2, _ED_P)) % _ED_P
+_ED_BY = (4 * pow(5, _ED_P - 2, _ED_P)) % _ED_P
+
+
+def _ed_recover_x(y: int) -> int:
+    xx = (y * y - 1) * pow(_ED_D * y * y + 1, _ED_P - 2, _ED_P) % _ED_P
+    x = pow(xx, (_ED_P + 3) // 8, _ED_P)
+    if (x * x - xx) % _ED_P:
+        x = x * pow(2, (_ED_P - 1) // 4, _ED_P) % _ED_P
+    return _ED_P - x if x & 1 else x
+
+
+_ED_BX = _ed_recover_x(_ED_BY)
+
+
+def _ed_add(p1: tuple, p2: tuple) -> tuple:
+    """Point addition in extended coordinates (X, Y, Z, T), a = -1 twisted Edwards."""
+    x1, y1, z1, t1 = p1
+    x2, y2, z2, t2 = p2
+    a = (y1 - x1) * (y2 - x2) % _ED_P
+    b = (y1 + x1) * (y2 + x2) % _ED_P
+    c = 2 * t1 * t2 * _ED_D % _ED_P
+    d = 2 * z1 * z2 % _ED_P
+    e, f, g, h = b - a, d - c, d + c, b + a
+    return (e * f % _ED_P, g * h % _ED_P, f * g % _ED_P, e * h % _ED_P)
+
+
+def ed25519_public_from_scalar(scalar_bytes: bytes) -> bytes:
+    """The 32-byte ed25519 public key ``a * B`` for the little-endian scalar ``a`` (32 bytes)."""
+    scalar = int.from_bytes(scalar_bytes, "little")
+    result = (0, 1, 1, 0)
+    addend = (_ED_BX, _ED_BY, 1, _ED_BX * _ED_BY % _ED_P)
+    while scalar:
+        if scalar & 1:
+            result = _ed_add(result, addend)
+        addend = _ed_add(addend, addend)
+        scalar >>= 1
+    x, y, z, _t = result
+    zinv = pow(z, _ED_P - 2, _ED_P)
+    x, y = x * zinv % _ED_P, y * zinv % _ED_P
+    return (y | ((x & 1) << 255)).to_bytes(32, "little")
+
+
+def onion_address_from_public_key(public_key: bytes) -> str:
+    """The v3 address (``<56 base32>.onion``) of a 32-byte ed25519 public key."""
+    version = b"\x03"
+    checksum = hashlib.sha3_256(b".onion checksum" + public_key + version).digest()[:2]
+    return base64.b32encode(public_key + checksum + version).decode("ascii").lower() + ".onion"
+
+
+def public_key_from_secret_file(secret_file: bytes) -> bytes:
+    """The public key of a 96-byte ``hs_ed25519_secret_key`` file's expanded key."""
+    return ed25519_public_from_scalar(secret_file[len(SECRET_KEY_HEADER) : len(SECRET_KEY_HEADER) + 32])
+
+
+def core_key_to_tor(option: str, text) -> dict:
+    """Convert Core's ``onion_v3_private_key`` text into tor's HiddenServiceDir files.
+
+    Returns ``{"hs_ed25519_secret_key": bytes, "hs_ed25519_public_key": bytes, "hostname":
+    bytes, "onion_address": str}`` (the file contents tor writes itself: 96, 64 bytes and the
+    address with a newline). Anything else fails with a ValidationError naming ``option``
+    that never echoes the value.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError:
+            raise ValidationError(option, "is not an ASCII 'ED25519-V3:<base64>' key (value not shown)") from None
+    if not isinstance(text, str):
+        raise ValidationError(option, "must be the text of Core's onion_v3_private_key file")
+    text = text.strip()
+    if not text.startswith(CORE_KEY_PREFIX):
+        raise ValidationError(
+            option, "does not start with 'ED25519-V3:' (Bitcoin Core's onion_v3_private_key format; value not shown)"
+        )
+    try:
+        expanded = base64.b64decode(text[len(CORE_KEY_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError(option, "holds invalid base64 after 'ED25519-V3:' (value not shown)") from None
+    if len(expanded) != 64:
+        raise ValidationError(
+            option, f"decodes to {len(expanded)} bytes; an expanded ed25519 secret key is 64 (value not shown)"
+        )
+    # An expanded key tor made is clamped: low 3 bits clear, bit 255 clear, bit 254 set.
+    if expanded[0] & 7 or expanded[31] & 0xC0 != 0x40:
+        raise ValidationError(option, "is not a clamped ed25519 expanded secret key (value not shown)")
+    public = ed25519_public_from_scalar(expanded[:32])
+    address = onion_address_from_public_key(public)
+    return {
+        SECRET_KEY_FILE: SECRET_KEY_HEADER + expanded,
+        PUBLIC_KEY_FILE: PUBLIC_KEY_HEADER + public,
+        HOSTNAME_FILE: (address + "\n").encode("ascii"),
+        "onion_address": address,
+    }

@@ -293,6 +293,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+conf_options:
+  description:
+    - Names of the settings Core takes from the rendered C(bitcoin.conf) for O(network) (negations
+      as their base name), sorted; no values. V(state=present) only.
+  returned: when state is present
+  type: list
+  elements: str
+  sample: [bind, chain, listen, rpcauth, rpcport, server]
 restart_required:
   description: True when the content of bitcoin.conf changed (or would, in check mode).
   returned: always
@@ -527,6 +535,9 @@ def ensure_present(module, n: dict) -> dict:
         "network_dir": n["network_dir"],
         "ports": n["ports"],
         "addnode": n["addnode"],
+        # Names of the settings the rendered conf gives Core (no values): what an adopted
+        # daemon's previous settings are compared with (bitcoind_adopt).
+        "conf_options": sorted(bitcoin_conf.settings(content, n["network"])),
     }
     if module._diff:
         result["diff"] = file_diff(conf_file, current, content)
