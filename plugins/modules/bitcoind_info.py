@@ -287,6 +287,18 @@ instances:
         C(pid), C(start) (epoch seconds), C(uptime) (seconds since start while running), C(exitstatus),
         C(spawnerr), C(restarts); null when supervisord was not queried or not reachable."
       type: dict
+    resources:
+      description:
+        - "Usage against the kernel limits (module_utils/cgroup.py): C(memory_used_bytes) (the instance's slice
+          cgroup when it has limits, else the process's RSS), C(memory_limit_bytes) (the kernel's memory limit,
+          null = unlimited), C(cpu_seconds_total) (user + system CPU seconds of the running bitcoind, from 0 at each
+          start), C(cpu_quota_percent) (null = unlimited), C(oom_kills_total) (OOM kills in the instance's slice,
+          kept across restarts; null without limits), C(datadir_bytes) (disk used by the datadir, like du),
+          C(cgroup) (the process's cgroup). Values are null when unknown (not running)."
+      type: dict
+      sample: {memory_used_bytes: 52428800, memory_limit_bytes: 1073741824, cpu_seconds_total: 12.5,
+        cpu_quota_percent: 150, oom_kills_total: 0, datadir_bytes: 1048576,
+        cgroup: /nodefleet.slice/nodefleet-main1.slice/run-r1.scope}
     elapsed: {description: Seconds this instance's queries took., type: float}
 summary:
   description: Number of instances per state, and C(total).
@@ -315,6 +327,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_conf import DEFAULT_PORTS
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_conf import settings as conf_settings
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_rpc import BitcoinRpc, RpcFailure
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.cgroup import add_resources
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     NETWORKS,
     ValidationError,
@@ -647,6 +660,7 @@ def resolve_instance(spec: dict, params: dict) -> dict:
         "rpc_user": spec.get("rpc_user") if spec.get("rpc_user") is not None else cred.get("user", ""),
         "rpc_password": spec.get("rpc_password") if spec.get("rpc_password") is not None else cred.get("password", ""),
         "conf_error": conf_error,
+        "datadir": datadir,
         "has_credentials": bool(
             (spec.get("rpc_user") is not None or cred.get("user"))
             and (spec.get("rpc_password") is not None or "password" in cred)
@@ -912,6 +926,7 @@ def main():
     targets = [resolve_instance(spec, params) for spec in specs]
     results, supervisor = run_parallel(targets, params)
     instances = assemble(targets, results, supervisor, params)
+    add_resources(instances, {target["name"]: target["datadir"] for target in targets})
     module.exit_json(
         changed=False,
         instances=instances,
