@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - ansible is always present where filter
 
 # One list of state names (bitcoind_info decides them) and of peer categories (the peer
 # classification): imported, never repeated here.
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.cgroup import format_resources
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.instance_states import STATES
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.peer_classify import CATEGORIES
 
@@ -190,6 +191,7 @@ COLUMNS = (
     "PEERS (LR KN C30+ C<30 OT)",
     "RPC/P2P",
     "ONION",
+    "RESOURCES (MEM/LIMIT CPU/QUOTA OOM DISK)",
     "UPTIME",
     "NOTE",
 )
@@ -200,11 +202,11 @@ def table_rows(statuses) -> list:
     for host in sorted(_check_statuses(statuses)):
         result = statuses[host]
         if not _host_ok(result):
-            rows.append((str(host), "-", NO_DATA, "-", "-", "-", "-", "-", "-", _host_error(result)))
+            rows.append((str(host), "-", NO_DATA, "-", "-", "-", "-", "-", "-", "-", _host_error(result)))
             continue
         instances = sorted(result["instances"], key=lambda i: str(i.get("name", "")))
         if not instances:
-            rows.append((str(host), "-", "no instances", "-", "-", "-", "-", "-", "-", ""))
+            rows.append((str(host), "-", "no instances", "-", "-", "-", "-", "-", "-", "-", ""))
         for instance in instances:
             rows.append(
                 (
@@ -216,6 +218,7 @@ def table_rows(statuses) -> list:
                     format_peers(instance),
                     format_ports(instance),
                     format_onion(instance.get("onion_address")),
+                    format_resources(instance.get("resources")),
                     format_duration(instance.get("uptime")),
                     "" if instance.get("state") == "up" else str(instance.get("message") or ""),
                 )
@@ -312,6 +315,35 @@ def _nested(outer, key):
     return lambda inst: [((), (inst.get(outer) or {}).get(key))]
 
 
+# Usage against the kernel limits (bitcoind_info `resources`, module_utils/cgroup.py).
+RESOURCE_METRICS = (
+    (
+        "memory_used_bytes",
+        "gauge",
+        "Memory used by the instance (its slice cgroup, else its RSS).",
+        _nested("resources", "memory_used_bytes"),
+    ),
+    (
+        "memory_limit_bytes",
+        "gauge",
+        "Memory limit the kernel enforces on the instance (absent = unlimited).",
+        _nested("resources", "memory_limit_bytes"),
+    ),
+    (
+        "cpu_seconds_total",
+        "counter",
+        "CPU seconds (user + system) of the running bitcoind.",
+        _nested("resources", "cpu_seconds_total"),
+    ),
+    (
+        "oom_kills_total",
+        "counter",
+        "Kernel OOM kills in the instance's slice (limited instances).",
+        _nested("resources", "oom_kills_total"),
+    ),
+    ("datadir_bytes", "gauge", "Disk used by the instance's datadir.", _nested("resources", "datadir_bytes")),
+)
+
 METRICS = (
     ("up", "gauge", "1 when the instance answers RPC (state up), else 0.", lambda i: [((), i.get("state") == "up")]),
     (
@@ -384,6 +416,7 @@ METRICS = (
         "Seconds the status queries of this instance took.",
         _single("elapsed"),
     ),
+    *RESOURCE_METRICS,
 )
 
 

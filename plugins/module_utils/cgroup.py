@@ -533,3 +533,31 @@ def add_resources(instances: list, datadirs: dict) -> None:
             result["resources"] = instance_resources(pid, datadirs.get(result["name"]), mountinfo)
         except (OSError, ValueError) as exc:  # never let usage reading break the status
             result["resources"] = {"error": str(exc)}
+
+
+def _short_bytes(size) -> str:
+    if size is None:
+        return "-"
+    for suffix, unit in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size >= unit:
+            value = size / unit
+            return ("%.1f%s" % (value, suffix)) if value < 10 else ("%d%s" % (value, suffix))
+    return "%dB" % size
+
+
+def format_resources(resources) -> str:
+    """One table cell: ``mem 52M/1.0G cpu 12s/50% oom 0 disk 3.1M`` (``-`` = unknown / unlimited)."""
+    if not isinstance(resources, dict) or "memory_used_bytes" not in resources:
+        return "-"
+    limit = resources.get("memory_limit_bytes")
+    cpu = resources.get("cpu_seconds_total")
+    quota = resources.get("cpu_quota_percent")
+    oom = resources.get("oom_kills_total")
+    return "mem %s/%s cpu %s/%s oom %s disk %s" % (
+        _short_bytes(resources.get("memory_used_bytes")),
+        _short_bytes(limit) if limit is not None else "-",
+        ("%ds" % cpu) if cpu is not None else "-",
+        ("%d%%" % quota) if quota is not None else "-",
+        oom if oom is not None else "-",
+        _short_bytes(resources.get("datadir_bytes")),
+    )

@@ -311,3 +311,42 @@ def test_host_memory_is_the_lower_of_memtotal_and_the_host_cgroup_limit():
         )
         == 24683520 * 1024
     )
+
+
+# ------------------------------------------------------------------ status and metrics
+
+RESOURCES = {
+    "memory_used_bytes": 52 * MIB,
+    "memory_limit_bytes": 1024 * MIB,
+    "cpu_seconds_total": 12.5,
+    "cpu_quota_percent": 50,
+    "oom_kills_total": 1,
+    "datadir_bytes": 3 * MIB,
+    "cgroup": "/x",
+}
+
+
+def test_format_resources():
+    assert cgroup.format_resources(RESOURCES) == "mem 52M/1.0G cpu 12s/50% oom 1 disk 3.0M"
+    unlimited = dict(RESOURCES, memory_limit_bytes=None, cpu_quota_percent=None, oom_kills_total=None)
+    assert cgroup.format_resources(unlimited) == "mem 52M/- cpu 12s/- oom - disk 3.0M"
+    assert cgroup.format_resources(None) == "-"
+
+
+def test_fleet_table_and_prometheus_show_usage_against_limits():
+    from ansible_collections.nodefleet.bitcoin.plugins.filter import fleet_status
+
+    instance = {"name": "a", "state": "up", "impl": "core", "network": "regtest", "resources": RESOURCES}
+    table = fleet_status.fleet_status_table({"h": {"instances": [instance]}})
+    assert "RESOURCES" in table.splitlines()[0] and "mem 52M/1.0G cpu 12s/50% oom 1" in table
+    text = fleet_status.fleet_status_prometheus({"instances": [instance]}, "h")
+    for metric, value in (
+        ("memory_used_bytes", 52 * MIB),
+        ("memory_limit_bytes", 1024 * MIB),
+        ("cpu_seconds_total", 12.5),
+        ("oom_kills_total", 1),
+        ("datadir_bytes", 3 * MIB),
+    ):
+        lines = [line for line in text.splitlines() if line.startswith("nodefleet_bitcoind_" + metric + "{")]
+        assert lines and float(lines[0].rsplit(" ", 1)[1]) == value, metric
+    assert "# TYPE nodefleet_bitcoind_oom_kills_total counter" in text
