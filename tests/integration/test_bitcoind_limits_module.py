@@ -14,6 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from ansible_cli import run_collection_module
+from ci_gate import skip_or_fail
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import cgroup
 
 
