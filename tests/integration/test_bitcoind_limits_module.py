@@ -14,8 +14,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from ansible_cli import run_collection_module
-from ci_gate import skip_or_fail
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import cgroup
+from ci_gate import skip_or_fail
 
 
 def test_malformed_limit_fails_naming_the_instance_option(tmp_path):
