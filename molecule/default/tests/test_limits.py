@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -72,18 +73,20 @@ def proc_cgroups(container: str, pid: int) -> dict:
 
 
 def slice_cgroup(container: str, unit: str) -> str:
-    return sh(container, f"systemctl show --property=ControlGroup --value '{unit}'").strip()
+    return sh(container, f"systemctl show --property=ControlGroup --value {shlex.quote(unit)}").strip()
 
 
 def kernel_limits(container: str, cgroup: str) -> dict:
     """memory_max (bytes or None) and cpu_quota (percent or None) from the kernel's files."""
+    q = shlex.quote
+    v1m, v1c, v2 = f"/sys/fs/cgroup/memory{cgroup}", f"/sys/fs/cgroup/cpu{cgroup}", f"/sys/fs/cgroup{cgroup}"
     script = f"""
-if [ -f /sys/fs/cgroup/memory{cgroup}/memory.limit_in_bytes ]; then
-  echo mem $(cat /sys/fs/cgroup/memory{cgroup}/memory.limit_in_bytes)
-  echo cpu $(cat /sys/fs/cgroup/cpu{cgroup}/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu{cgroup}/cpu.cfs_period_us)
+if [ -f {q(v1m + "/memory.limit_in_bytes")} ]; then
+  echo mem $(cat {q(v1m + "/memory.limit_in_bytes")})
+  echo cpu $(cat {q(v1c + "/cpu.cfs_quota_us")}) $(cat {q(v1c + "/cpu.cfs_period_us")})
 else
-  echo mem $(cat /sys/fs/cgroup{cgroup}/memory.max)
-  echo cpu $(cat /sys/fs/cgroup{cgroup}/cpu.max)
+  echo mem $(cat {q(v2 + "/memory.max")})
+  echo cpu $(cat {q(v2 + "/cpu.max")})
 fi
 """
     out = {}
