@@ -235,14 +235,14 @@ def parse_mountinfo(text: str) -> list:
         fields, tail = left.split(), right.split()
         if len(fields) < 6 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
             continue
-        path = fields[4].replace("\\040", " ")
+        root, path = fields[3], fields[4].replace("\\040", " ")
         rw = "rw" in fields[5].split(",")
         if tail[0] == "cgroup2":
-            mounts.append({"path": path, "version": 2, "controllers": None, "rw": rw})
+            mounts.append({"path": path, "version": 2, "controllers": None, "rw": rw, "root": root})
         else:
             opts = set(tail[2].split(","))
             controllers = sorted(o for o in opts if o in ("memory", "cpu", "cpuacct", "blkio", "pids", "cpuset"))
-            mounts.append({"path": path, "version": 1, "controllers": controllers, "rw": rw})
+            mounts.append({"path": path, "version": 1, "controllers": controllers, "rw": rw, "root": root})
     # A later mount of the same path hides an earlier one (podman's ro mount under a rw bind).
     by_path = {}
     for mount in mounts:
@@ -267,12 +267,14 @@ def controller_mounts(mountinfo_text: str, read=_read) -> dict:
             available = (read(os.path.join(mount["path"], "cgroup.controllers")) or "").split()
             for controller in available:
                 if controller in ("memory", "cpu", "io"):
-                    out.setdefault(controller, {"path": mount["path"], "version": 2, "rw": mount["rw"]})
+                    out.setdefault(
+                        controller, {"path": mount["path"], "version": 2, "rw": mount["rw"], "root": mount["root"]}
+                    )
     for mount in mounts:  # v1 controllers win: a hybrid host binds them to v1
         if mount["version"] == 1:
             for controller in mount["controllers"]:
                 name = "io" if controller == "blkio" else controller
-                out[name] = {"path": mount["path"], "version": 1, "rw": mount["rw"]}
+                out[name] = {"path": mount["path"], "version": 1, "rw": mount["rw"], "root": mount["root"]}
     return out
 
 
@@ -299,6 +301,17 @@ def unsupported_reason(option: str, mounts: dict):
     return None
 
 
+def cg_dir(mount: dict, cgroup: str) -> str:
+    """The directory of ``cgroup`` (a path as /proc/<pid>/cgroup and systemd show it) under ``mount``.
+
+    A mount of a sub-tree (podman mounts a container's own cgroup at /sys/fs/cgroup/<controller>)
+    has that sub-tree as its root: strip it."""
+    root = mount.get("root") or "/"
+    if root != "/" and (cgroup == root or cgroup.startswith(root + "/")):
+        cgroup = cgroup[len(root) :]
+    return mount["path"].rstrip("/") + (cgroup if cgroup.startswith("/") else "/" + cgroup)
+
+
 def _int(text):
     try:
         return int(str(text).strip())
@@ -308,11 +321,11 @@ def _int(text):
 
 def read_memory_limit(mount: dict, cgroup: str, read=_read):
     if mount["version"] == 2:
-        text = read(os.path.join(mount["path"] + cgroup, "memory.max"))
+        text = read(os.path.join(cg_dir(mount, cgroup), "memory.max"))
         if text is None:
             return "missing"
         return None if text.strip() == "max" else _int(text)
-    text = read(os.path.join(mount["path"] + cgroup, "memory.limit_in_bytes"))
+    text = read(os.path.join(cg_dir(mount, cgroup), "memory.limit_in_bytes"))
     if text is None:
         return "missing"
     value = _int(text)
@@ -321,7 +334,7 @@ def read_memory_limit(mount: dict, cgroup: str, read=_read):
 
 def read_cpu_quota(mount: dict, cgroup: str, read=_read):
     """Percent of one CPU the kernel allows, None when unlimited, 'missing' without the files."""
-    base = mount["path"] + cgroup
+    base = cg_dir(mount, cgroup)
     if mount["version"] == 2:
         text = read(os.path.join(base, "cpu.max"))
         if text is None:
@@ -344,7 +357,7 @@ def read_cpu_quota(mount: dict, cgroup: str, read=_read):
 
 def read_io_weight(mount: dict, cgroup: str, read=_read):
     """The weight file's value (systemd scales IOWeight= for v1 blkio/bfq), 'missing' without one."""
-    base = mount["path"] + cgroup
+    base = cg_dir(mount, cgroup)
     names = ("io.weight", "io.bfq.weight") if mount["version"] == 2 else ("blkio.bfq.weight", "blkio.weight")
     for name in names:
         text = read(os.path.join(base, name))
@@ -421,7 +434,7 @@ def host_memory(meminfo_text: str, mounts: dict, own_cgroups: dict, read=_read):
 
 
 def memory_usage(mount: dict, cgroup: str, read=_read) -> dict:
-    base = mount["path"] + cgroup
+    base = cg_dir(mount, cgroup)
     if mount["version"] == 2:
         used = _int(read(os.path.join(base, "memory.current")))
         events = read(os.path.join(base, "memory.events")) or ""

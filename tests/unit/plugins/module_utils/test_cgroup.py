@@ -186,7 +186,7 @@ def test_hybrid_rw_mounts_resolve_to_v1_controllers():
     mounts = cgroup.controller_mounts(
         MOUNTINFO_HYBRID_RW, FakeFS({"/sys/fs/cgroup/unified/cgroup.controllers": "hugetlb\n"})
     )
-    assert mounts["memory"] == {"path": "/sys/fs/cgroup/memory", "version": 1, "rw": True}
+    assert mounts["memory"] == {"path": "/sys/fs/cgroup/memory", "version": 1, "rw": True, "root": "/"}
     assert mounts["cpu"]["rw"] and mounts["io"]["path"] == "/sys/fs/cgroup/blkio"
     for option in cgroup.LIMIT_KEYS:
         assert cgroup.unsupported_reason(option, mounts) is None
@@ -350,3 +350,14 @@ def test_fleet_table_and_prometheus_show_usage_against_limits():
         lines = [line for line in text.splitlines() if line.startswith("nodefleet_bitcoind_" + metric + "{")]
         assert lines and float(lines[0].rsplit(" ", 1)[1]) == value, metric
     assert "# TYPE nodefleet_bitcoind_oom_kills_total counter" in text
+
+
+def test_a_mount_of_a_sub_tree_strips_its_root():
+    # podman's own (read-only) mount shows the container's cgroup at the mount point
+    mounts = cgroup.controller_mounts(MOUNTINFO_HYBRID_RO, FakeFS({}))
+    assert mounts["memory"]["root"] == "/libpod_parent/libpod-abc"
+    assert (
+        cgroup.cg_dir(mounts["memory"], "/libpod_parent/libpod-abc/system.slice")
+        == "/sys/fs/cgroup/memory/system.slice"
+    )
+    assert cgroup.cg_dir({"path": "/sys/fs/cgroup", "root": "/"}, "/a.slice") == "/sys/fs/cgroup/a.slice"
