@@ -223,7 +223,6 @@ def main():
     limits_bytes = sum(lim["memory_max"] for lim in limited.values() if lim["memory_max"] is not None)
     over = bool(host_bytes) and limits_bytes > host_bytes
     memory = {"limits_bytes": limits_bytes, "host_bytes": host_bytes, "overcommitted": over}
-    warnings = []
     if over:
         message = "memory_max of this host's instances adds up to %s, more than the host's memory (%s)" % (
             cgroup.format_bytes(limits_bytes),
@@ -231,7 +230,7 @@ def main():
         )
         if params["memory_overcommit"] == "fail":
             module.fail_json(msg=message + " (bitcoind_memory_overcommit: fail)", memory=memory)
-        warnings.append(message + " (bitcoind_memory_overcommit: warn)")
+        module.warn(message + " (bitcoind_memory_overcommit: warn)")
 
     changed = bool(to_write or to_remove)
     diff = []
@@ -263,9 +262,7 @@ def main():
         )
 
     if module.check_mode:
-        module.exit_json(
-            changed=changed, instances=result_instances, removed=to_remove, memory=memory, diff=diff, warnings=warnings
-        )
+        module.exit_json(changed=changed, instances=result_instances, removed=to_remove, memory=memory, diff=diff)
 
     systemctl = module.get_bin_path("systemctl", required=bool(limited or changed))
     for unit, text in to_write.items():
@@ -309,9 +306,7 @@ def main():
             instances=result_instances,
             changed=changed,
         )
-    module.exit_json(
-        changed=changed, instances=result_instances, removed=to_remove, memory=memory, diff=diff, warnings=warnings
-    )
+    module.exit_json(changed=changed, instances=result_instances, removed=to_remove, memory=memory, diff=diff)
 
 
 if __name__ == "__main__":
