@@ -440,7 +440,10 @@ def memory_usage(mount: dict, cgroup: str, read=_read) -> dict:
         events = read(os.path.join(base, "memory.events")) or ""
     else:
         used = _int(read(os.path.join(base, "memory.usage_in_bytes")))
-        events = read(os.path.join(base, "memory.oom_control")) or ""
+        # v1 counts an OOM kill only in the victim's own memcg (the scope, which systemd removes with
+        # the process): the slice's counter stays 0, so v1 reports no count rather than a wrong one.
+        # (v2 memory.events is hierarchical: the slice counts the kills in its scopes.)
+        events = ""
     oom = None
     for line in events.splitlines():
         words = line.split()

@@ -293,7 +293,8 @@ instances:
           cgroup when it has limits, else the process's RSS), C(memory_limit_bytes) (the kernel's memory limit,
           null = unlimited), C(cpu_seconds_total) (user + system CPU seconds of the running bitcoind, from 0 at each
           start), C(cpu_quota_percent) (null = unlimited), C(oom_kills_total) (OOM kills in the instance's slice,
-          kept across restarts; null without limits), C(datadir_bytes) (disk used by the datadir, like du),
+          kept across restarts; null without limits and on cgroup v1, where the kernel counts a kill only in the
+          victim's own scope, which systemd removes with it), C(datadir_bytes) (disk used by the datadir, like du),
           C(cgroup) (the process's cgroup). Values are null when unknown (not running)."
       type: dict
       sample: {memory_used_bytes: 52428800, memory_limit_bytes: 1073741824, cpu_seconds_total: 12.5,

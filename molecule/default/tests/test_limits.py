@@ -218,7 +218,9 @@ def test_status_reports_usage_against_the_limit():
     assert res["memory_limit_bytes"] == limits["memory_max"]
     assert 0 < res["memory_used_bytes"] < limits["memory_max"]
     assert res["cpu_quota_percent"] == limits["cpu_quota"]
-    assert res["oom_kills_total"] is not None and res["cpu_seconds_total"] >= 0
+    # cgroup v2 counts the slice's OOM kills; v1 cannot (the kernel counts them in the removed scope)
+    assert res["oom_kills_total"] is None or res["oom_kills_total"] >= 0
+    assert res["cpu_seconds_total"] >= 0
     assert res["datadir_bytes"] > 0
 
 

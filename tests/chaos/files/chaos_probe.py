@@ -635,6 +635,7 @@ def inject_oom(inst, detail: dict) -> int:
     unit, memdir = instance_slice(pid)
     detail.update({"slice": unit, "pids": {inst.name: pid}, "replaced": {inst.name: [pid]}})
     detail["oom_kills_before"] = oom_kills(memdir)
+    detail["failcnt_before"] = _int_file(os.path.join(memdir, "memory.failcnt"))
     detail["memory_limit"] = (
         read_file(os.path.join(memdir, "memory.limit_in_bytes")) or read_file(os.path.join(memdir, "memory.max")) or ""
     ).strip()
@@ -650,7 +651,17 @@ def inject_oom(inst, detail: dict) -> int:
     except subprocess.TimeoutExpired:
         hog.kill()
     detail["oom_kills_after"] = oom_kills(memdir)
+    # cgroup v1 counts an OOM kill only in the victim's own memcg (the scope, which systemd removes
+    # with it); the slice's failcnt (the limit was hit) and max usage show the kernel acted there
+    detail["failcnt_after"] = _int_file(os.path.join(memdir, "memory.failcnt"))
+    detail["max_usage_after"] = _int_file(os.path.join(memdir, "memory.max_usage_in_bytes"))
+    detail["cgroup_version"] = 1 if memdir.startswith("/sys/fs/cgroup/memory/") else 2
     return t0
+
+
+def _int_file(path: str) -> int | None:
+    text = (read_file(path) or "").strip()
+    return int(text) if text.isdigit() else None
 
 
 def _zombie(pid: int) -> bool:

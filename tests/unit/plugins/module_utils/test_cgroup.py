@@ -280,7 +280,8 @@ def test_instance_resources_reads_the_slice_of_a_limited_instance(tmp_path):
     }
     out = cgroup.instance_resources(42, str(tmp_path), MOUNTINFO_HYBRID_RW, FakeFS(files))
     assert out["memory_used_bytes"] == 52428800 and out["memory_limit_bytes"] == 1024 * MIB
-    assert out["oom_kills_total"] == 2 and out["cpu_quota_percent"] == 20
+    # v1: the slice's oom_kill stays 0 (the kernel counts in the victim's removed scope): no count
+    assert out["oom_kills_total"] is None and out["cpu_quota_percent"] == 20
     assert out["cpu_seconds_total"] == 4.0  # (300 + 100) ticks / 100
     assert out["datadir_bytes"] >= 10000
 
@@ -296,6 +297,15 @@ def test_instance_resources_of_an_unlimited_instance_is_its_process():
     assert out["memory_used_bytes"] == 2048 * 1024  # not supervisord's whole cgroup
     assert out["memory_limit_bytes"] is None and out["oom_kills_total"] is None
     assert out["cpu_seconds_total"] == 1.0
+
+
+def test_v2_slice_counts_the_oom_kills_of_its_scopes():
+    mount = {"path": "/sys/fs/cgroup", "version": 2, "rw": True, "root": "/"}
+    files = {
+        "/sys/fs/cgroup/s/memory.current": "100\n",
+        "/sys/fs/cgroup/s/memory.events": "low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\n",
+    }
+    assert cgroup.memory_usage(mount, "/s", FakeFS(files)) == {"memory_used_bytes": 100, "oom_kills_total": 2}
 
 
 def test_host_memory_is_the_lower_of_memtotal_and_the_host_cgroup_limit():
