@@ -535,9 +535,22 @@ def check_fault_applied(cell: dict, attempt: dict) -> list[dict]:
         b_pid, a_pid = before["instances"][name]["program_pid"], after["instances"][name]["program_pid"]
         checks.append(_check("target_daemon_replaced", b_pid != a_pid, [b_pid, a_pid]))
         kills = [detail.get("oom_kills_before"), detail.get("oom_kills_after")]
-        ok = None not in kills and kills[1] > kills[0] and detail.get("daemon_killed_after_ms") is not None
+        hits = [detail.get("failcnt_before"), detail.get("failcnt_after")]
+        limit = int(detail["memory_limit"]) if str(detail.get("memory_limit") or "").isdigit() else None
+        if detail.get("cgroup_version") == 1:
+            # v1 counts the kill in the victim's scope only (removed with it): the slice must have hit
+            # its limit (failcnt up, peak usage at the limit) and the daemon died without a signal of ours
+            ok = None not in hits and hits[1] > hits[0] and limit is not None
+            ok = ok and (detail.get("max_usage_after") or 0) >= limit - (1 << 20)
+        else:
+            ok = None not in kills and kills[1] > kills[0]
+        ok = ok and detail.get("daemon_killed_after_ms") is not None
         checks.append(
-            _check("killed_by_the_kernel_oom_killer", ok, {"oom_kill": kills, "limit": detail.get("memory_limit")})
+            _check(
+                "killed_by_the_kernel_at_its_memory_limit",
+                ok,
+                {"oom_kill": kills, "failcnt": hits, "max_usage": detail.get("max_usage_after"), "limit": limit},
+            )
         )
     if fault == "cpu_spin":
         name = cell["names"][0]

@@ -787,18 +787,28 @@ def _limits_attempt(before_pid, after_pid, detail):
 
 def test_oom_cell_passes_only_when_the_kernel_killed_the_daemon():
     cell = {"node": "n1", "fault": "oom", "target": "instance", "names": ["a"]}
-    ok = chaos.check_fault_applied(
-        cell, _limits_attempt(1, 2, {"oom_kills_before": 0, "oom_kills_after": 1, "daemon_killed_after_ms": 900})
-    )
-    assert all(c["ok"] for c in ok) and {c["name"] for c in ok} == {
-        "target_daemon_replaced",
-        "killed_by_the_kernel_oom_killer",
-    }
+    v2 = {"cgroup_version": 2, "oom_kills_before": 0, "oom_kills_after": 1, "daemon_killed_after_ms": 900}
+    ok = chaos.check_fault_applied(cell, _limits_attempt(1, 2, v2))
+    assert all(c["ok"] for c in ok)
+    assert {c["name"] for c in ok} == {"target_daemon_replaced", "killed_by_the_kernel_at_its_memory_limit"}
     # replaced, but not by the OOM killer (the counter did not move): the cell must fail
-    bad = chaos.check_fault_applied(
-        cell, _limits_attempt(1, 2, {"oom_kills_before": 3, "oom_kills_after": 3, "daemon_killed_after_ms": 900})
+    assert not all(
+        c["ok"] for c in chaos.check_fault_applied(cell, _limits_attempt(1, 2, {**v2, "oom_kills_after": 0}))
     )
-    assert not all(c["ok"] for c in bad)
+    # cgroup v1: the slice hit its limit (failcnt up, peak at the limit)
+    v1 = {
+        "cgroup_version": 1,
+        "failcnt_before": 0,
+        "failcnt_after": 324,
+        "memory_limit": "1073741824",
+        "max_usage_after": 1073741824,
+        "oom_kills_before": 0,
+        "oom_kills_after": 0,
+        "daemon_killed_after_ms": 900,
+    }
+    assert all(c["ok"] for c in chaos.check_fault_applied(cell, _limits_attempt(1, 2, v1)))
+    for change in ({"failcnt_after": 0}, {"max_usage_after": 500 << 20}, {"daemon_killed_after_ms": None}):
+        assert not all(c["ok"] for c in chaos.check_fault_applied(cell, _limits_attempt(1, 2, {**v1, **change})))
 
 
 def test_cpu_spin_cell_checks_quota_and_neighbour_latency():
