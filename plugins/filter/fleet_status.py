@@ -56,6 +56,7 @@ except ImportError:  # pragma: no cover - ansible is always present where filter
 
 # One list of state names (bitcoind_info decides them) and of peer categories (the peer
 # classification): imported, never repeated here.
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.cgroup import format_resources
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.instance_states import STATES
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.metrics import (
     MetricsError,
@@ -219,6 +220,7 @@ COLUMNS = (
     "PEERS (LR KN C30+ C<30 OT)",
     "RPC/P2P",
     "ONION",
+    "RESOURCES (MEM/LIMIT CPU/QUOTA OOM DISK)",
     "UPTIME",
     "NOTE",
 )
@@ -252,6 +254,7 @@ def table_rows(statuses, timestamp=None) -> list:
                     format_peers(instance),
                     format_ports(instance),
                     format_onion(instance.get("onion_address")),
+                    format_resources(instance.get("resources")),
                     format_duration(instance.get("uptime")),
                     "" if instance.get("state") == "up" else str(instance.get("message") or ""),
                 )

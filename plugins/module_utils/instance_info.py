@@ -29,6 +29,7 @@ import xmlrpc.client
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_conf import DEFAULT_PORTS
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_conf import settings as conf_settings
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_rpc import BitcoinRpc, RpcFailure
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.cgroup import add_resources
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import (
     NETWORKS,
     ValidationError,
@@ -412,6 +413,7 @@ def resolve_instance(spec: dict, params: dict) -> dict:
         "rpc_user": spec.get("rpc_user") if spec.get("rpc_user") is not None else cred.get("user", ""),
         "rpc_password": spec.get("rpc_password") if spec.get("rpc_password") is not None else cred.get("password", ""),
         "conf_error": conf_error,
+        "datadir": datadir,
         "has_credentials": bool(
             (spec.get("rpc_user") is not None or cred.get("user"))
             and (spec.get("rpc_password") is not None or "password" in cred)
@@ -642,6 +644,8 @@ def collect(params: dict, specs: list) -> dict:
     targets = [resolve_instance(spec, params) for spec in specs]
     results, supervisor = run_parallel(targets, params)
     instances = assemble(targets, results, supervisor, params)
+    # Usage against the kernel limits (module_utils/cgroup.py), for the module and the collector alike.
+    add_resources(instances, {target["name"]: target["datadir"] for target in targets})
     return {
         "instances": instances,
         "summary": summarise(instances),

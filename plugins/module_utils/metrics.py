@@ -224,23 +224,37 @@ _INSTANCE_FAMILIES = (
         " resets when supervisord restarts.",
         _nested("supervisord", "restarts"),
     ),
+    # Usage against the kernel limits: bitcoind_info's `resources` (module_utils/cgroup.py).
     (
         PREFIX + "oom_kills_total",
         "counter",
-        "Times the kernel's OOM killer killed the instance (when the memory limit reports it).",
-        _nested("memory", "oom_kills"),
+        "Kernel OOM kills in the instance's slice (limited instances; absent on cgroup v1, where the kernel"
+        " counts a kill only in the victim's own scope).",
+        _nested("resources", "oom_kills_total"),
     ),
     (
         PREFIX + "memory_used_bytes",
         "gauge",
-        "Memory the instance uses, as counted by its memory limit (when limits exist).",
-        _nested("memory", "used_bytes"),
+        "Memory the instance uses: its slice cgroup when it has limits, else the process's RSS.",
+        _nested("resources", "memory_used_bytes"),
     ),
     (
         PREFIX + "memory_limit_bytes",
         "gauge",
-        "The instance's memory limit (when limits exist).",
-        _nested("memory", "limit_bytes"),
+        "The memory limit the kernel enforces on the instance (absent = unlimited).",
+        _nested("resources", "memory_limit_bytes"),
+    ),
+    (
+        PREFIX + "cpu_seconds_total",
+        "counter",
+        "CPU seconds (user + system) of the running bitcoind; starts from 0 at each start.",
+        _nested("resources", "cpu_seconds_total"),
+    ),
+    (
+        PREFIX + "datadir_bytes",
+        "gauge",
+        "Disk used by the instance's datadir (like du).",
+        _nested("resources", "datadir_bytes"),
     ),
     (
         PREFIX + "rpc_query_duration_seconds",
@@ -288,8 +302,16 @@ METRICS.update(
     }
 )
 
-#: Families written only when the data exists (memory limits come with issue 12).
-OPTIONAL_METRICS = frozenset({PREFIX + "oom_kills_total", PREFIX + "memory_used_bytes", PREFIX + "memory_limit_bytes"})
+#: Families written only when the data exists (limits, a running process, a readable datadir).
+OPTIONAL_METRICS = frozenset(
+    {
+        PREFIX + "oom_kills_total",
+        PREFIX + "memory_used_bytes",
+        PREFIX + "memory_limit_bytes",
+        PREFIX + "cpu_seconds_total",
+        PREFIX + "datadir_bytes",
+    }
+)
 
 #: Families in the fleet file (render_fleet_textfile), not in the per-node file.
 FLEET_METRICS = frozenset({BLOCKS_BEHIND_METRIC, FLEET_BEST_BLOCKS_METRIC, FLEET_HOSTS_METRIC, FLEET_TIMESTAMP})
@@ -302,6 +324,10 @@ VOLATILE_METRICS = frozenset(
         PREFIX + "stale_tip_seconds",
         PREFIX + "uptime_seconds",
         PREFIX + "rpc_query_duration_seconds",
+        # Measurements that move on their own on an idle node, not state changes.
+        PREFIX + "memory_used_bytes",
+        PREFIX + "cpu_seconds_total",
+        PREFIX + "datadir_bytes",
     }
 )
 

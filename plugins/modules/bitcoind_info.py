@@ -294,6 +294,19 @@ instances:
         C(pid), C(start) (epoch seconds), C(uptime) (seconds since start while running), C(exitstatus),
         C(spawnerr), C(restarts); null when supervisord was not queried or not reachable."
       type: dict
+    resources:
+      description:
+        - "Usage against the kernel limits (module_utils/cgroup.py): C(memory_used_bytes) (the instance's slice
+          cgroup when it has limits, else the process's RSS), C(memory_limit_bytes) (the kernel's memory limit,
+          null = unlimited), C(cpu_seconds_total) (user + system CPU seconds of the running bitcoind, from 0 at each
+          start), C(cpu_quota_percent) (null = unlimited), C(oom_kills_total) (OOM kills in the instance's slice,
+          kept across restarts; null without limits and on cgroup v1, where the kernel counts a kill only in the
+          victim's own scope, which systemd removes with it), C(datadir_bytes) (disk used by the datadir, like du),
+          C(cgroup) (the process's cgroup). Values are null when unknown (not running)."
+      type: dict
+      sample: {memory_used_bytes: 52428800, memory_limit_bytes: 1073741824, cpu_seconds_total: 12.5,
+        cpu_quota_percent: 150, oom_kills_total: 0, datadir_bytes: 1048576,
+        cgroup: /nodefleet.slice/nodefleet-main1.slice/run-r1.scope}
     elapsed: {description: Seconds this instance's queries took., type: float}
 summary:
   description: Number of instances per state, and C(total).

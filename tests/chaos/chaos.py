@@ -38,7 +38,7 @@ PROCESS_FAULTS = ("sigterm", "sigkill", "sigstop")
 # a kill loses what was not flushed) and must fetch its tip back from its peers. Every other
 # fault stops the daemon cleanly (SIGTERM: Core flushes) and must keep its height.
 # (sigstop: heal.yml's graceful stop cannot reach a stopped process, it ends in SIGKILL.)
-TIP_FAULTS = ("sigkill", "sigstop", "crashloop", "stale_lock", "restart")
+TIP_FAULTS = ("sigkill", "sigstop", "crashloop", "stale_lock", "restart", "oom")
 ONION_FAULTS = ("onion_dir_deleted", "torrc_dropin_deleted")
 DEFAULT_TIP_BUDGET_MS = 10000
 
@@ -529,6 +529,44 @@ def check_fault_applied(cell: dict, attempt: dict) -> list[dict]:
             else:
                 pid = (detail.get("startup") or {}).get("pid")
                 checks.append(_check("fault_inside_startup", bool(pid), detail.get("startup")))
+    if fault == "oom":
+        # the kernel's OOM killer (not a signal of ours) ended the daemon inside its slice
+        name = cell["names"][0]
+        b_pid, a_pid = before["instances"][name]["program_pid"], after["instances"][name]["program_pid"]
+        checks.append(_check("target_daemon_replaced", b_pid != a_pid, [b_pid, a_pid]))
+        kills = [detail.get("oom_kills_before"), detail.get("oom_kills_after")]
+        hits = [detail.get("failcnt_before"), detail.get("failcnt_after")]
+        limit = int(detail["memory_limit"]) if str(detail.get("memory_limit") or "").isdigit() else None
+        if detail.get("cgroup_version") == 1:
+            # v1 counts the kill in the victim's scope only (removed with it): the slice must have hit
+            # its limit (failcnt up, peak usage at the limit) and the daemon died without a signal of ours
+            ok = None not in hits and hits[1] > hits[0] and limit is not None
+            ok = ok and (detail.get("max_usage_after") or 0) >= limit - (1 << 20)
+        else:
+            ok = None not in kills and kills[1] > kills[0]
+        ok = ok and detail.get("daemon_killed_after_ms") is not None
+        checks.append(
+            _check(
+                "killed_by_the_kernel_at_its_memory_limit",
+                ok,
+                {"oom_kill": kills, "failcnt": hits, "max_usage": detail.get("max_usage_after"), "limit": limit},
+            )
+        )
+    if fault == "cpu_spin":
+        name = cell["names"][0]
+        b_pid, a_pid = before["instances"][name]["program_pid"], after["instances"][name]["program_pid"]
+        checks.append(_check("spinning_instance_not_restarted", b_pid == a_pid, [b_pid, a_pid]))
+        quota = detail.get("cpu_quota_percent")
+        spent = detail.get("spin_cpu_percent")
+        ok = quota is not None and spent is not None and spent <= quota * 1.2 + 5
+        checks.append(_check("spinners_held_to_the_cpu_quota", ok, spent, quota))
+        during = detail.get("during") or {}
+        budget = cell.get("neighbour_p95_budget_ms")
+        ok = bool(during.get("n")) and not during.get("errors") and during.get("p95_ms") is not None
+        ok = ok and (budget is None or during["p95_ms"] <= budget)
+        checks.append(
+            _check("neighbour_rpc_within_bound", ok, {"baseline": detail.get("baseline"), "during": during}, budget)
+        )
     if fault == "crashloop":
         checks.append(_check("reached_fatal", detail.get("state") == "FATAL", detail.get("state"), "FATAL"))
     if fault == "stale_lock":

@@ -40,13 +40,17 @@ DRIFT = {
     "stale_lock",
 }
 
+LIMITS = {"oom", "cpu_spin"}  # kernel limits (issue 12): the target instance needs memory_max / cpu_quota
+
 
 # ---------------------------------------------------------------------------- matrix data
 @pytest.mark.parametrize("cell", MATRIX["cells"], ids=lambda c: c["id"])
 def test_matrix_cell_is_runnable(cell):
     cell = {**MATRIX["defaults"], **cell}
     assert cell["target"] in TARGETS
-    assert cell["fault"] in PROCESS | DRIFT | {"crashloop", "restart"}
+    assert cell["fault"] in PROCESS | DRIFT | LIMITS | {"crashloop", "restart"}
+    if cell["fault"] in LIMITS:
+        assert cell["target"] == "instance" and cell["recovery"] == "supervision"
     assert cell["timing"] in ("steady", "startup")
     assert cell["recovery"] in ("supervision", "heal", "converge")
     if cell["fault"] == "sigstop":
@@ -773,3 +777,48 @@ def test_probe_port_taken_needs_a_listener_not_a_failed_bind(tmp_path):
         head + "   0: 00000000000000000000000000000000:4E21 00000000000000000000000000000000:0000 0A 0 0 0 0 0 2\n"
     )
     assert probe.listening_ports(str(tmp_path)) == {0x5351, 0x4E21}
+
+
+# ---------------------------------------------------------------------------- kernel limits cells
+def _limits_attempt(before_pid, after_pid, detail):
+    snap = lambda pid: {"n1": {"instances": {"a": {"program_pid": pid}}}}  # noqa: E731
+    return {"before": snap(before_pid), "after": snap(after_pid), "injected": {"detail": detail}}
+
+
+def test_oom_cell_passes_only_when_the_kernel_killed_the_daemon():
+    cell = {"node": "n1", "fault": "oom", "target": "instance", "names": ["a"]}
+    v2 = {"cgroup_version": 2, "oom_kills_before": 0, "oom_kills_after": 1, "daemon_killed_after_ms": 900}
+    ok = chaos.check_fault_applied(cell, _limits_attempt(1, 2, v2))
+    assert all(c["ok"] for c in ok)
+    assert {c["name"] for c in ok} == {"target_daemon_replaced", "killed_by_the_kernel_at_its_memory_limit"}
+    # replaced, but not by the OOM killer (the counter did not move): the cell must fail
+    assert not all(
+        c["ok"] for c in chaos.check_fault_applied(cell, _limits_attempt(1, 2, {**v2, "oom_kills_after": 0}))
+    )
+    # cgroup v1: the slice hit its limit (failcnt up, peak at the limit)
+    v1 = {
+        "cgroup_version": 1,
+        "failcnt_before": 0,
+        "failcnt_after": 324,
+        "memory_limit": "1073741824",
+        "max_usage_after": 1073741824,
+        "oom_kills_before": 0,
+        "oom_kills_after": 0,
+        "daemon_killed_after_ms": 900,
+    }
+    assert all(c["ok"] for c in chaos.check_fault_applied(cell, _limits_attempt(1, 2, v1)))
+    for change in ({"failcnt_after": 0}, {"max_usage_after": 500 << 20}, {"daemon_killed_after_ms": None}):
+        assert not all(c["ok"] for c in chaos.check_fault_applied(cell, _limits_attempt(1, 2, {**v1, **change})))
+
+
+def test_cpu_spin_cell_checks_quota_and_neighbour_latency():
+    cell = {"node": "n1", "fault": "cpu_spin", "target": "instance", "names": ["a"], "neighbour_p95_budget_ms": 500}
+    detail = {"cpu_quota_percent": 50, "spin_cpu_percent": 49.0, "during": {"n": 100, "errors": 0, "p95_ms": 40.0}}
+    assert all(c["ok"] for c in chaos.check_fault_applied(cell, _limits_attempt(1, 1, detail)))
+    for change in (
+        {"spin_cpu_percent": 190.0},
+        {"during": {"n": 100, "errors": 0, "p95_ms": 900.0}},
+        {"during": {"n": 0}},
+    ):
+        assert not all(c["ok"] for c in chaos.check_fault_applied(cell, _limits_attempt(1, 1, {**detail, **change})))
+    assert not all(c["ok"] for c in chaos.check_fault_applied(cell, _limits_attempt(1, 2, detail)))  # restarted

@@ -525,6 +525,179 @@ def _restart_unit_into_startup(unit: str, is_proc, startup_delay: float) -> dict
     return {"old_pid": old, "pid": new}
 
 
+# ------------------------------------------------------------------ kernel limits (issue 12)
+# A memory hog inside an instance's slice: allocates (and touches) 16 MiB at a time until the
+# daemon whose pid it was given is gone (the kernel's OOM killer ended it), then exits; bounded.
+OOM_HOG = (
+    "import os, sys, time\n"
+    "pid = int(sys.argv[1]); held = []; end = time.monotonic() + 60\n"
+    "while time.monotonic() < end and len(held) < 1024:\n"
+    "    try:\n"
+    "        os.kill(pid, 0)\n"
+    "    except OSError:\n"
+    "        break\n"
+    "    held.append(bytearray(16 << 20))\n"
+    "    for i in range(0, 16 << 20, 4096):\n"
+    "        held[-1][i] = 1\n"
+)
+SPINNER = (
+    "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+)
+
+
+def instance_slice(pid: int) -> tuple[str, str]:
+    """(slice unit, memory cgroup dir) of a limited instance's daemon, from /proc/<pid>/cgroup."""
+    paths = {}
+    for line in (read_file(f"/proc/{pid}/cgroup") or "").splitlines():
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(",") if controllers else [""]:
+            paths[c] = path
+    path = paths.get("memory") or paths.get("", "")
+    if "/nodefleet.slice/" not in path:
+        raise SystemExit(f"pid {pid} is not in a nodefleet slice (the instance has no limits): {path}")
+    slice_path = path.rpartition("/")[0] if path.endswith(".scope") else path
+    for base in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup"):
+        if os.path.exists(base + slice_path + "/cgroup.procs"):
+            return os.path.basename(slice_path), base + slice_path
+    raise SystemExit(f"no memory cgroup directory for {slice_path}")
+
+
+def slice_cpu_quota(pid: int) -> int | None:
+    """The CPU quota (percent of one CPU) the kernel enforces on the daemon's slice."""
+    paths = {}
+    for line in (read_file(f"/proc/{pid}/cgroup") or "").splitlines():
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(",") if controllers else [""]:
+            paths[c] = path
+    path = paths.get("cpu") or paths.get("", "")
+    path = path.rpartition("/")[0] if path.endswith(".scope") else path
+    v1 = read_file(f"/sys/fs/cgroup/cpu{path}/cpu.cfs_quota_us")
+    if v1 is not None:
+        quota, period = int(v1), int(read_file(f"/sys/fs/cgroup/cpu{path}/cpu.cfs_period_us") or 100000)
+    else:
+        words = (read_file(f"/sys/fs/cgroup{path}/cpu.max") or "max 100000").split()
+        quota, period = (-1 if words[0] == "max" else int(words[0])), int(words[1])
+    return None if quota < 0 else round(quota * 100 / period)
+
+
+def oom_kills(memdir: str) -> int | None:
+    text = (
+        read_file(os.path.join(memdir, "memory.oom_control")) or read_file(os.path.join(memdir, "memory.events")) or ""
+    )
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == "oom_kill":
+            return int(words[1])
+    return None
+
+
+def in_slice(unit: str, argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["systemd-run", "--scope", "--quiet", "--collect", f"--slice={unit}", "--", *argv],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = (read_file(f"/proc/{pid}/stat") or "").rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if len(fields) > 12 else 0.0
+
+
+def rpc_latencies(neighbours: list, seconds: float) -> dict:
+    """getblockcount round-trips (ms) to each neighbour, back to back for ``seconds``."""
+    samples: list[float] = []
+    errors = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for inst in neighbours:
+            start = time.monotonic()
+            ok, _ = inst.rpc("getblockcount", timeout=5.0)
+            if ok:
+                samples.append((time.monotonic() - start) * 1000)
+            else:
+                errors += 1
+        time.sleep(0.05)
+    samples.sort()
+
+    def pct(p):
+        return round(samples[min(len(samples) - 1, int(len(samples) * p / 100))], 1) if samples else None
+
+    return {"n": len(samples), "errors": errors, "p50_ms": pct(50), "p95_ms": pct(95), "max_ms": pct(100)}
+
+
+def inject_oom(inst, detail: dict) -> int:
+    pid = _program_pid(inst)
+    if not pid:
+        raise SystemExit(f"no pid for {inst.name}")
+    unit, memdir = instance_slice(pid)
+    detail.update({"slice": unit, "pids": {inst.name: pid}, "replaced": {inst.name: [pid]}})
+    detail["oom_kills_before"] = oom_kills(memdir)
+    detail["failcnt_before"] = _int_file(os.path.join(memdir, "memory.failcnt"))
+    detail["memory_limit"] = (
+        read_file(os.path.join(memdir, "memory.limit_in_bytes")) or read_file(os.path.join(memdir, "memory.max")) or ""
+    ).strip()
+    # the daemon is the victim the kernel picks inside the slice (the hog is only the pressure)
+    with open(f"/proc/{pid}/oom_score_adj", "w", encoding="ascii") as fh:
+        fh.write("1000")
+    t0 = now_ms()
+    hog = in_slice(unit, [sys.executable, "-c", OOM_HOG, str(pid)])
+    gone = wait_until(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 60.0, 0.05)
+    detail["daemon_killed_after_ms"] = now_ms() - t0 if gone else None
+    try:
+        hog.wait(30)
+    except subprocess.TimeoutExpired:
+        hog.kill()
+    detail["oom_kills_after"] = oom_kills(memdir)
+    # cgroup v1 counts an OOM kill only in the victim's own memcg (the scope, which systemd removes
+    # with it); the slice's failcnt (the limit was hit) and max usage show the kernel acted there
+    detail["failcnt_after"] = _int_file(os.path.join(memdir, "memory.failcnt"))
+    detail["max_usage_after"] = _int_file(os.path.join(memdir, "memory.max_usage_in_bytes"))
+    detail["cgroup_version"] = 1 if memdir.startswith("/sys/fs/cgroup/memory/") else 2
+    return t0
+
+
+def _int_file(path: str) -> int | None:
+    text = (read_file(path) or "").strip()
+    return int(text) if text.isdigit() else None
+
+
+def _zombie(pid: int) -> bool:
+    stat = read_file(f"/proc/{pid}/stat") or ""
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def inject_cpu_spin(inst, instances: list, detail: dict, seconds: float) -> int:
+    pid = _program_pid(inst)
+    if not pid:
+        raise SystemExit(f"no pid for {inst.name}")
+    unit, _ = instance_slice(pid)
+    neighbours = [i for i in instances if i.name != inst.name]
+    if not neighbours:
+        raise SystemExit("cpu_spin needs a neighbour instance on the node")
+    detail.update({"slice": unit, "pids": {inst.name: pid}, "replaced": {inst.name: None}})
+    detail["neighbours"] = [i.name for i in neighbours]
+    detail["cpu_quota_percent"] = slice_cpu_quota(pid)
+    detail["baseline"] = rpc_latencies(neighbours, 5.0)
+    count = os.cpu_count() or 1
+    spinners = [in_slice(unit, [sys.executable, "-c", SPINNER, str(seconds + 2)]) for _ in range(count)]
+    time.sleep(1.0)
+    started = time.monotonic()
+    detail["during"] = rpc_latencies(neighbours, seconds)
+    wall = time.monotonic() - started + 1.0
+    # the spinners' CPU (their own processes: systemd-run exec'd python, same pid)
+    cpu = sum(proc_cpu_seconds(p.pid) for p in spinners)
+    detail["spinners"] = count
+    detail["spin_cpu_percent"] = round(cpu * 100 / wall, 1)
+    for p in spinners:
+        p.kill()
+        p.wait(10)
+    detail["target_pid_after"] = _program_pid(inst)
+    return now_ms()
+
+
 def inject(args, instances: list[Instance]) -> dict:
     """Inject one fault. Returns t0_ms (the instant of the fault) and what was done."""
     targets = pick(instances, args.names) if args.target in ("instance", "all") else []
@@ -573,6 +746,10 @@ def inject(args, instances: list[Instance]) -> dict:
     if len(targets) != 1:
         raise SystemExit(f"fault {fault} needs exactly one instance in --names")
     inst = targets[0]
+    if fault == "oom":
+        return _remember({"t0_ms": inject_oom(inst, detail), "detail": detail})
+    if fault == "cpu_spin":
+        return _remember({"t0_ms": inject_cpu_spin(inst, instances, detail, args.spin_seconds), "detail": detail})
     t0 = now_ms()
     if fault == "crashloop":
         # a broken bitcoin.conf makes every start fail (Core: "parse error on line N"), then a
@@ -880,6 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tip-timeout", type=float, default=60.0)
     parser.add_argument("--floor-program", default="nodefleet-bench-floor")
     parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--spin-seconds", type=float, default=15.0)
     parser.add_argument("--jitter", type=float, default=1.0)
     args = parser.parse_args(argv)
 

@@ -79,7 +79,17 @@ def test_every_name_follows_the_prometheus_conventions():
 
 
 def test_rendered_families_are_the_declared_ones_with_their_type_help_and_labels():
-    full = inst("a", memory={"used_bytes": 10, "limit_bytes": 100, "oom_kills": 0}, onion_address="x.onion")
+    full = inst(
+        "a",
+        resources={
+            "memory_used_bytes": 10,
+            "memory_limit_bytes": 100,
+            "oom_kills_total": 0,
+            "cpu_seconds_total": 1.5,
+            "datadir_bytes": 4096,
+        },
+        onion_address="x.onion",
+    )
     text = metrics.render_textfile("node1", info(full), NOW) + metrics.render_fleet_textfile(
         "node1", {"node1": info(full)}, NOW
     )
