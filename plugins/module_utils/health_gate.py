@@ -78,8 +78,8 @@ def pick_row(value, instance=None):
         if instance is not None:
             rows = [r for r in rows if r.get("name") == instance]
         return rows[0] if len(rows) == 1 else None
-    if "instances" in value or value.get("failed") or value.get("unreachable"):
-        return None
+    if "instances" in value or value.get("failed") or value.get("unreachable") or value.get("skipped"):
+        return None  # a failed, unreachable or skipped task result has no row
     if instance is not None and value.get("name") not in (None, instance):
         return None
     return value

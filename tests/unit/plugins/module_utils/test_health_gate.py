@@ -260,6 +260,8 @@ def test_whole_bitcoind_info_results_are_accepted():
     assert pick_row({"instances": [row()]}) == row()
     assert pick_row({"instances": [row(), row(name="b")]}) is None  # ambiguous without a name
     assert pick_row(None) is None and pick_row({}) is None
+    # A skipped task's registered result (no status taken before) is no row either.
+    assert pick_row({"changed": False, "skipped": True, "skip_reason": "Conditional result was False"}) is None
 
 
 def test_inputs_are_not_modified():
