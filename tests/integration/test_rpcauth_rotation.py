@@ -129,3 +129,26 @@ def test_rotation_window_then_drop_old_password(daemon, make_node, tmp_path):  #
     assert info_state(first["datadir"], rpc, NEW) == "up"  # the collection's own RPC use: current password
     assert info_state(first["datadir"], rpc, OLD) == "auth_failed"
     assert node.stop() == 0
+
+
+# -- the bitcoind role passes the rotation through (fakes of test_bitcoind_role.py) ------------
+
+
+def test_the_role_passes_previous_passwords_and_its_argument_spec_checks_them(tmp_path):
+    from tests.integration.role_harness import stub_collection
+    from tests.integration.test_bitcoind_role import STUBS, Host, fake_modules
+
+    host = Host(tmp_path, stub_collection(tmp_path / "coll", STUBS, fake_modules()))
+    host.vars["bitcoind_instances"][0]["rpc_users"] = [{"user": USER, "password": NEW, "previous_passwords": [OLD]}]
+    rc, out = host.run()
+    assert rc == 0, out
+    call = next(c for c in host.calls("bitcoind_instance") if c["params"]["name"] == "a")
+    assert call["params"]["rpc_users"] == [{"user": USER, "password": NEW, "previous_passwords": [OLD]}]
+    assert OLD not in out and NEW not in out
+
+    host.vars["bitcoind_instances"][0]["rpc_users"] = [
+        {"user": USER, "password": NEW, "previous_passwords": {"old": OLD}}
+    ]
+    rc, out = host.run()
+    assert rc != 0 and "previous_passwords" in out, out
+    assert OLD not in out and NEW not in out

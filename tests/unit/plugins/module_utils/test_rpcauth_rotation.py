@@ -118,3 +118,14 @@ def test_a_user_listed_twice_points_to_previous_passwords():
     with pytest.raises(ValidationError) as err:
         render(alice(NEW) + alice(OLD))
     assert str(err.value).startswith("rpc_users[1].user: ") and "previous_passwords" in str(err.value)
+
+
+def test_the_status_playbooks_targets_use_the_current_password():
+    """status.yml builds bitcoind_info's targets with fleet_status_targets: during a rotation window
+    the collection's own RPC use must log in with the new password, not an old one."""
+    from ansible_collections.nodefleet.bitcoin.plugins.filter.fleet_status import fleet_status_targets
+    from ansible_collections.nodefleet.bitcoin.plugins.filter.port_plan import plan_ports
+
+    instances = [{"name": "r1", "network": "regtest", "rpc_users": alice(NEW, [OLD])}]
+    (target,) = fleet_status_targets(instances, plan_ports(instances, base=20000, slot_size=10, slots=100))
+    assert (target["rpc_user"], target["rpc_password"]) == ("alice", NEW)
