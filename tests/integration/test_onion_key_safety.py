@@ -228,3 +228,28 @@ def test_backups_on_a_backup_host_and_restore_from_there(tmp_path, collections):
         in out
     )
     assert base64.b64encode(key).decode() not in out
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("bitcoind_onion_key_backup_host", "not-in-the-inventory"),
+        ("bitcoind_onion_key_backup_host_dir", "relative/dir"),
+    ],
+)
+def test_a_bad_backup_host_setting_fails_before_any_change(tmp_path, collections, setting, value):
+    fleet = Fleet(tmp_path, collections, ["node1", "vault1"])
+    fleet.hosts["node1"].update(
+        {
+            "bitcoind_instances": [tor_instance("t1")],
+            "bitcoind_onion_key_backup_host": "vault1",
+            "bitcoind_onion_key_backup_host_dir": str(tmp_path / "bk"),
+            "bitcoind_onion_key_backup_host_become": False,
+            setting: value,
+        }
+    )
+    rc, out = fleet.run("--limit", "node1")
+    assert rc != 0, out
+    assert "bitcoind_onion_key_backup_host (" in out and value in out
+    for module in ("tor_hidden_service", "bitcoind_instance", "supervisord_program"):
+        assert fleet.calls(module) == [], module
