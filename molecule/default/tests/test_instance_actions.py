@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,8 +95,12 @@ def test_restart_restarts_only_that_instance_and_passes_the_health_gate():
     before = fleet_programs()
     key = (HOST, RESTART.program)
     assert before[key][0] == "RUNNING", before[key]
+    started = time.monotonic()
     rc, report, raw = run_instance(RESTART.name, "restart")
+    elapsed = time.monotonic() - started
     assert rc == 0, raw[-4000:]
+    # Printed for docs (pytest -s): the whole playbook run, settle window included.
+    print(f"instance.yml restart of {HOST}/{RESTART.name} ({RESTART.impl}): {elapsed:.1f} s")
     gate = task_result(report, "Record the health gate result")["ansible_facts"]["bitcoind_gate_result"]
     assert gate["ok"] is True, gate
     assert gate["host"] == HOST and gate["instance"] == RESTART.name
