@@ -53,7 +53,7 @@ options:
     choices: [saved, restored]
     required: true
   snapshot_dir:
-    description: Root-owned directory of the copies (created 0700 when missing).
+    description: Root-owned directory of the copies (created 0700 when missing, with its parent).
     type: path
     default: /var/lib/nodefleet/rollback
   owner:
@@ -158,7 +158,7 @@ def save(instances, snapshot_dir: str, check_mode: bool) -> dict:
         if current != old:
             saved.append(name)
             if not check_mode:
-                with safe_fs.opened_dir(snapshot_dir, create=1, mode=0o700) as dir_fd:
+                with safe_fs.opened_dir(snapshot_dir, create=2, mode=0o700) as dir_fd:
                     safe_fs.set_attrs_fd(dir_fd, uid=0, gid=0, mode=0o700)
                     safe_fs.write_at(dir_fd, name + ".conf", current, uid=0, gid=0, mode=0o600)
     return {"saved": saved, "missing": missing, "restored": []}

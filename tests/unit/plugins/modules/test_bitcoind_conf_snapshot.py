@@ -26,7 +26,8 @@ def layout(tmp_path):
     datadir = tmp_path / "home" / "main1"
     datadir.mkdir(parents=True)
     (datadir / "bitcoin.conf").write_text(OLD)
-    return {"datadir": datadir, "snapdir": tmp_path / "rollback"}
+    # The snapshot dir and its parent do not exist yet (as /var/lib/nodefleet/rollback on a fresh host).
+    return {"datadir": datadir, "snapdir": tmp_path / "nodefleet" / "rollback"}
 
 
 def args(layout, state, **extra):
