@@ -19,6 +19,7 @@ every host restarts two instances (knots first, garbageman second, inventory ord
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,12 +77,15 @@ def test_a_broken_release_fails_on_the_canary_is_rolled_back_and_nothing_else_mo
 
     # The failure names host, instance, check and values.
     gm = next(i for i in rolled_instances(CANARY) if i.impl == "garbageman")
-    lines = [line for line in out.splitlines() if "rolling upgrade stopped on host" in line]
-    assert lines, out[-4000:]
-    message = lines[0]
+    text = " ".join(out.split())  # the callback wraps long messages
+    start = text.find("rolling upgrade stopped on host")
+    assert start >= 0, out[-4000:]
+    message = text[start : text.find("are not touched", start) + len("are not touched")]
     assert f"host {CANARY}" in message and f"instance {gm.name}" in message, message
     assert f"{BROKEN[variant]}: expected" in message, message
-    assert "gate on the old version passed" in message, message
+    assert f"{gm.name} gate on the old version passed" in message, message
+    old_gm = expected("garbageman", None)
+    assert f"garbageman -> {old_gm['link']}" in message, message
 
     # The canary: every instance back on the old release, running, gate-worthy (right chain and
     # version); the ones the roll restarted were restarted twice (new pids), nothing pending.
@@ -107,10 +111,16 @@ def test_the_fixed_release_rolls_over_every_host_one_instance_down_at_a_time(fle
     before = identities(INSTANCES)
     probe = DowntimeProbe(INSTANCES)
     probe.start()
+    started = time.monotonic()
     try:
         rc, out, err = run_upgrade({**FAST, "bitcoind_releases": releases(knots="good", garbageman="good")})
     finally:
+        seconds = time.monotonic() - started
         windows = probe.stop()
+    # What the roll cost (pytest -s shows it; tests/bench/bench_rolling_upgrade.py is the benchmark).
+    print(f"\nrolling upgrade of {len(NODES)} host(s): {seconds:.1f} s (gate settle {FAST['bitcoind_gate_settle']} s)")
+    for key, spans in sorted(windows.items()):
+        print(f"  {key[0]}:{key[1]} down {sum((b or a) - a for a, b in spans):.2f} s in {len(spans)} window(s)")
     assert rc == 0, (out + err)[-4000:]
     after = identities(INSTANCES)
 
