@@ -62,7 +62,8 @@ def run_instance(instance: str, action: str, *flags: str, host: str = HOST) -> t
 def task_result(report: dict, name: str, host: str = HOST) -> dict:
     for play in report["plays"]:
         for task in play["tasks"]:
-            if task["task"]["name"] == name and host in task["hosts"]:
+            # Role tasks are named "<role> : <task>".
+            if task["task"]["name"].split(" : ", 1)[-1] == name and host in task["hosts"]:
                 return task["hosts"][host]
     raise AssertionError(f"no result of task {name!r} for {host}")
 
@@ -136,7 +137,10 @@ def test_status_prints_the_row_and_no_password_even_at_vvvv():
     rc, report, raw = run_instance(RESTART.name, "status", "-vvvv")
     assert rc == 0, raw[-4000:]
     shown = task_result(report, "Show the instance's status")["msg"]
-    assert shown["name"] == RESTART.name and shown["host"] == HOST and shown["state"] == "up", shown
+    assert shown["name"] == RESTART.name and shown["host"] == HOST, shown
+    # "restarting" when this module's own restarts reach bitcoind_info's restart-loop threshold
+    # (3 spawns since supervisord started, within 300 s): status reports loops as status.yml does.
+    assert shown["state"] in ("up", "restarting") and shown["supervisord"]["state"] == "RUNNING", shown
     assert shown["ports"]["rpc"] == RESTART.rpc
     leaked = [p for p in PASSWORDS if p in raw]
     assert not leaked, f"{len(leaked)} RPC password(s) in the output"
