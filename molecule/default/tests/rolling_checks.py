@@ -211,7 +211,9 @@ class DowntimeProbe:
         out = {}
         for container, (proc, insts) in self.procs.items():
             node_exec(container, ["touch", self.stop_file])
-            stdout, stderr = proc.communicate(timeout=60)
+            # stdin is closed already (start() wrote the payload): communicate() would flush it.
+            stdout, stderr = proc.stdout.read(), proc.stderr.read()
+            proc.wait(timeout=60)
             node_exec(container, ["rm", "-f", self.stop_file])
             if proc.returncode != 0:
                 raise RuntimeError(f"downtime probe in {container} exited {proc.returncode}: {stderr[-2000:]}")
