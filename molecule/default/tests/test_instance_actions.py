@@ -97,7 +97,7 @@ def test_restart_restarts_only_that_instance_and_passes_the_health_gate():
     key = (HOST, RESTART.program)
     assert before[key][0] == "RUNNING", before[key]
     started = time.monotonic()
-    rc, report, raw = run_instance(RESTART.name, "restart")
+    rc, report, raw = run_instance(RESTART.name, "restart", "-vvvv")
     elapsed = time.monotonic() - started
     assert rc == 0, raw[-4000:]
     # Printed for docs (pytest -s): the whole playbook run, settle window included.
@@ -110,6 +110,8 @@ def test_restart_restarts_only_that_instance_and_passes_the_health_gate():
     after = fleet_programs()
     assert after[key][0] == "RUNNING" and after[key][1] != before[key][1], (before[key], after[key])
     assert_only_changed(before, after, key)
+    # Every poll of the gate is in a -vvvv log; the RPC passwords it used are not.
+    assert not [p for p in PASSWORDS if p in raw], "an RPC password is in the -vvvv output"
     row = task_result(report, "Remember the instance's status")["ansible_facts"]["bitcoind_instance_status"]
     assert row["state"] == "up" and row["supervisord"]["pid"] == after[key][1]
 
