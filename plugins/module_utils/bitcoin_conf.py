@@ -513,10 +513,15 @@ def validate(params: dict) -> dict:
             raise ValidationError(option, "must be a dict with user and password")
         user = rpcauth_utils.check_user(option + ".user", entry.get("user"))
         password = rpcauth_utils.check_password(option + ".password", entry.get("password"))
+        previous = _previous_passwords(option + ".previous_passwords", entry.get("previous_passwords"), password)
         if user in seen_users:
-            raise ValidationError(option + ".user", f"user {user!r} is listed twice; give each user one password")
+            raise ValidationError(
+                option + ".user",
+                f"user {user!r} is listed twice; give each user one entry (old passwords of a rotation go "
+                "in its previous_passwords)",
+            )
         seen_users.add(user)
-        rpc_users.append((user, password))
+        rpc_users.append((user, password, previous))
 
     extra = _check_extra(p["extra_options"])
 
@@ -546,19 +551,41 @@ def validate(params: dict) -> dict:
     return result
 
 
+def _previous_passwords(option: str, value, password: str) -> tuple:
+    """The old passwords still accepted during a rotation (``rpc_users[i].previous_passwords``).
+
+    A list of non-empty strings, none equal to the current password or to another one. The
+    error names the option and the position, never a password.
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise ValidationError(option, "must be a list of passwords")
+    seen = [password]
+    for index, old in enumerate(value):
+        rpcauth_utils.check_password(f"{option}[{index}]", old)
+        if old in seen:
+            what = "the current password" if old == password else "listed twice"
+            raise ValidationError(f"{option}[{index}]", f"is {what}; each password may appear once per user")
+        seen.append(old)
+    return tuple(value)
+
+
 def with_rpc_users(normalised: dict, current_text: str | None) -> dict:
     """Resolve ``rpc_users`` into rpcauth values; returns a copy with the full ``rpcauth`` list.
 
     For each user, a value already in the current bitcoin.conf (or among the ``rpcauth``
     values) that verifies against the password is kept; a new salt is drawn only when none
-    does. Duplicates are dropped, first occurrence wins.
+    does. A user with ``previous_passwords`` (a rotation window) gets one line per password,
+    the current one first; an old password no longer listed loses its line. Duplicates are
+    dropped, first occurrence wins.
     """
     out = copy.copy(normalised)
     existing = rpcauth_utils.lines_from_conf(current_text) + list(normalised.get("rpcauth", []))
     values = list(normalised.get("rpcauth", []))
-    for user, password in normalised.get("rpc_users", []):
-        value, _changed = rpcauth_utils.keep_or_derive(user, password, existing)
-        values.append(value)
+    for user, password, previous in normalised.get("rpc_users", []):
+        user_values, _changed = rpcauth_utils.keep_or_derive_all(user, [password, *previous], existing)
+        values.extend(user_values)
     deduped = []
     for value in values:
         if value not in deduped:

@@ -162,7 +162,7 @@ def keep_or_derive(user: str, password: str, existing_values, salt: str | None =
     exactly one well-formed line (a tampered hash is repaired to the identical line, so
     drift recovery loses nothing; a changed password gets a new hash under that salt), else
     with a fresh random salt. Values of other users are never returned and their salts
-    never reused.
+    never reused. (``keep_or_derive_all`` with one password.)
 
     With ``salt``: the result is always the deterministic value for that salt; changed is
     False only when that exact value is already among ``existing_values``.
@@ -178,14 +178,55 @@ def keep_or_derive(user: str, password: str, existing_values, salt: str | None =
             except ValidationError:
                 continue
         return value, value not in known
-    own_salts = []
+    values, changed = keep_or_derive_all(user, [password], existing_values)
+    return values[0], changed
+
+
+def keep_or_derive_all(user: str, passwords, existing_values) -> tuple[list[str], bool]:
+    """Return (values, changed): one rpcauth value per password of ``user``, in the given order.
+
+    Used for a rotation window: the current password first, then the previous ones still
+    accepted; bitcoind accepts a user whose password opens any of the user's lines.
+    Each password keeps the first existing value of ``user`` that it opens and that no
+    earlier password claimed (so salts stay stable across runs). Passwords that open none
+    get a new value: under the salt of the user's one unclaimed line when exactly one
+    password and exactly one such salt are left over (an edited line is repaired, a plain
+    password change keeps the salt - as ``keep_or_derive``), else with fresh random salts.
+    Lines of the user that no password opens are not returned (a dropped old password
+    loses its line). ``changed`` is True when any value was derived.
+    """
+    check_user("user", user)
+    passwords = list(passwords)
+    if not passwords:
+        raise ValidationError("password", "at least one password is needed")
+    for password in passwords:
+        check_password("password", password)
+    if len(set(passwords)) != len(passwords):
+        raise ValidationError("password", "the same password is given twice for the user")
+    own = []  # the user's well-formed values, normalised, first occurrence only
     for value in existing_values or ():
-        if verify(value, user, password):
-            return normalise(value), False
         try:
-            owner, existing_salt, _digest = parse(value)
+            owner, _salt, _digest = parse(value)
         except ValidationError:
             continue
-        if owner == user and existing_salt not in own_salts:
-            own_salts.append(existing_salt)
-    return generate(user, password, own_salts[0] if len(own_salts) == 1 else None), True
+        value = normalise(value)
+        if owner == user and value not in own:
+            own.append(value)
+    found: list[str | None] = []
+    for password in passwords:
+        match = next((v for v in own if v not in found and verify(v, user, password)), None)
+        found.append(match)
+    missing = [index for index, value in enumerate(found) if value is None]
+    if not missing:
+        return [v for v in found if v is not None], False
+    leftover_salts = []
+    for value in own:
+        if value not in found:
+            salt = parse(value)[1]
+            if salt not in leftover_salts:
+                leftover_salts.append(salt)
+    reuse = leftover_salts[0] if len(missing) == 1 and len(leftover_salts) == 1 else None
+    values = []
+    for password, value in zip(passwords, found):
+        values.append(value if value is not None else generate(user, password, reuse))
+    return values, True

@@ -139,6 +139,12 @@ options:
         M(nodefleet.bitcoin.rpcauth_derive)). So re-running with the same password changes
         nothing, an edited line is repaired to the original, and a password change rotates
         the line.
+      - Rotation with overlap - list the new password in O(rpc_users[].password) and the old
+        one(s) in O(rpc_users[].previous_passwords) - the user gets one C(rpcauth=) line per
+        password (current first), so clients still on an old password keep working while they
+        are switched. A later run without an old password drops its line. Either way the
+        content of C(bitcoin.conf) changes, so RV(restart_required) is true (bitcoind reads
+        rpcauth only at start-up).
     type: list
     elements: dict
     suboptions:
@@ -150,9 +156,22 @@ options:
         type: str
         required: true
       password:
-        description: Password; never logged, returned or written.
+        description:
+          - The current password; never logged, returned or written. The collection's own
+            RPC use (M(nodefleet.bitcoin.bitcoind_info), the status and heal playbooks) uses
+            this one.
         type: str
         required: true
+      previous_passwords:
+        description:
+          - Old passwords that still authenticate during a rotation window, one C(rpcauth=)
+            line each (salts kept across runs). Remove them once every client uses
+            O(rpc_users[].password). Never logged, returned or written.
+          - Each must be non-empty and differ from the current password and from each other.
+        type: list
+        elements: str
+        default: []
+        version_added: "0.2.0"
   rpc_bind:
     description:
       - IP addresses the RPC server binds (C(rpcbind=)). A non-loopback address needs a
@@ -375,6 +394,7 @@ ARGUMENT_SPEC = {
         "options": {
             "user": {"type": "str", "required": True},
             "password": {"type": "str", "required": True, "no_log": True},
+            "previous_passwords": {"type": "list", "elements": "str", "no_log": True, "default": []},
         },
     },
     "rpc_bind": {"type": "list", "elements": "str", "default": ["127.0.0.1"]},

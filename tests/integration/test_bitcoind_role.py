@@ -403,3 +403,22 @@ def test_a_release_switch_records_the_restart_before_the_link_moves(tmp_path, re
     assert rc == 0, out
     assert host.program_states() == {"bitcoind-a": "started", "bitcoind-b": "started"}
     assert recap(out) == 0, out
+
+
+def test_deferred_restarts_keep_the_markers_and_restart_nothing(host):
+    """bitcoind_defer_restarts (playbooks/upgrade.yml): the converge writes bitcoin.conf, restarts
+    nothing and leaves the markers; rolling.yml restarts from them one at a time."""
+    rc, out = host.run()
+    assert rc == 0, out
+    host.vars["bitcoind_rpc_allow_ip"] = ["127.0.0.1", "127.0.0.2"]
+    host.vars["bitcoind_defer_restarts"] = True
+    rc, out = host.run()
+    assert rc == 0, out
+    assert host.program_states() == {"bitcoind-a": "started", "bitcoind-b": "started"}
+    assert host.markers() == ["a", "b"]
+    # Without the deferral the next converge does the due restarts and forgets them.
+    host.vars["bitcoind_defer_restarts"] = False
+    rc, out = host.run()
+    assert rc == 0, out
+    assert host.program_states() == {"bitcoind-a": "restarted", "bitcoind-b": "restarted"}
+    assert host.markers() == []

@@ -35,6 +35,17 @@
 #   bad/unknown-key/                    core release signed by a key not in signers.json
 #                                       (its public key: bad/unknown-key/unknown-signer.asc)
 #   bad/tampered-sums/                  SHA256SUMS edited after signing (signatures are BAD)
+#   upgrade/releases.json               rolling-upgrade fixtures: {"variants": {variant: {impl: {version,
+#                                       archive, dir, breakage}}}}, dir relative to OUTDIR; all stand-in,
+#                                       signed by the same three signers, SHA256SUMS as above:
+#   upgrade/good/{knots,garbageman}/    newer good releases: knots 29.2.knots20251101, garbageman
+#                                       29.2.knots20251101-garbageman1
+#   upgrade/exits/garbageman/           garbageman 29.2.knots20251102-garbageman1 whose bitcoind exits 1
+#                                       at start (supervisord: BACKOFF, then FATAL)
+#   upgrade/wrong-version/garbageman/   garbageman 29.2.knots20251103-garbageman1 that reports the old
+#                                       version 29.1.knots20250903-garbageman1 (getnetworkinfo)
+#   upgrade/wrong-chain/garbageman/     garbageman 29.2.knots20251104-garbageman1 whose getblockchaininfo
+#                                       reports another chain than the one it was started on
 #   stamp                               sha256 of the inputs; a rebuild happens only when it changes
 #
 # Idempotent: when OUTDIR/stamp matches the inputs (the stand-in, this script, and which real
@@ -162,18 +173,38 @@ sign() {  # file out fpr...
     done
 }
 
-make_archive() {  # impl version baked [destdir] -> prints archive path
-    local impl="$1" version="$2" baked="$3" dest="${4:-$build/$1}"
-    local topdir="bitcoin-$version" stage="$work/stage-$1-$(basename "$dest")"
+make_archive() {  # impl version baked [destdir [breakage]] -> prints archive path
+    # breakage (upgrade fixtures): none | exits (bitcoind exits 1 at start) | wrong-chain
+    # (getblockchaininfo reports another chain than the one it runs on)
+    local impl="$1" version="$2" baked="$3" dest="${4:-$build/$1}" breakage="${5:-none}"
+    local topdir="bitcoin-$version" stage
+    stage="$(mktemp -d "$work/stage.XXXXXX")"
     mkdir -p "$stage/$topdir/bin"
-    python3 - "$standin" "$stage/$topdir/bin/bitcoind" "$impl" "$baked" <<'PY'
+    python3 - "$standin" "$stage/$topdir/bin/bitcoind" "$impl" "$baked" "$breakage" <<'PY'
 import re, sys
-src, dst, impl, version = sys.argv[1:]
+src, dst, impl, version, breakage = sys.argv[1:]
 text = open(src, encoding="utf-8").read()
 text, n1 = re.subn(r'^IMPL = ".*"$', 'IMPL = "%s"' % impl, text, count=1, flags=re.M)
 text, n2 = re.subn(r'^VERSION = ".*"$', 'VERSION = "%s"' % version, text, count=1, flags=re.M)
 if n1 != 1 or n2 != 1:
     sys.exit("build_release.sh: IMPL/VERSION constants not found in the stand-in")
+patches = {
+    "none": None,
+    "exits": ("def main(argv: list) -> int:\n",
+              "def main(argv: list) -> int:\n"
+              "    sys.stderr.write(\"Error: nodefleet BROKEN test release: exits at start\\n\")\n"
+              "    return 1\n"),
+    "wrong-chain": ("        chain = self.chain\n        bits = CHAINS[chain][\"bits\"]\n",
+                    "        chain = \"main\" if self.chain != \"main\" else \"test\"  # BROKEN test release\n"
+                    "        bits = CHAINS[chain][\"bits\"]\n"),
+}
+if breakage not in patches:
+    sys.exit("build_release.sh: unknown breakage %r" % breakage)
+if patches[breakage]:
+    old, new = patches[breakage]
+    if text.count(old) != 1:
+        sys.exit("build_release.sh: breakage %s: patch point not found once in the stand-in" % breakage)
+    text = text.replace(old, new)
 open(dst, "w", encoding="utf-8").write(text)
 PY
     chmod 0755 "$stage/$topdir/bin/bitcoind"
@@ -269,6 +300,34 @@ gpg --batch --armor --export "${FPR[unknown-signer]}" > "$build/bad/unknown-key/
 cp "$build/core/SHA256SUMS.asc" "$build/bad/tampered-sums/SHA256SUMS.asc"
 printf '%s  %s\n' "$(printf 'x' | sha256sum | cut -d' ' -f1)" "bitcoin-30.0-evil.tar.gz" \
     >> "$build/bad/tampered-sums/SHA256SUMS"
+
+# Rolling-upgrade fixtures (see the header): variant | impl | version | baked VERSION | breakage.
+UPGRADES=(
+    "good|knots|29.2.knots20251101|29.2.knots20251101|none"
+    "good|garbageman|29.2.knots20251101-garbageman1|29.2.knots20251101-garbageman1|none"
+    "exits|garbageman|29.2.knots20251102-garbageman1|29.2.knots20251102-garbageman1|exits"
+    "wrong-version|garbageman|29.2.knots20251103-garbageman1|29.1.knots20250903-garbageman1|none"
+    "wrong-chain|garbageman|29.2.knots20251104-garbageman1|29.2.knots20251104-garbageman1|wrong-chain"
+)
+upgrades_tsv=""
+for entry in "${UPGRADES[@]}"; do
+    IFS='|' read -r variant impl version baked breakage <<< "$entry"
+    dest="$build/upgrade/$variant/$impl"
+    archive="$(make_archive "$impl" "$version" "$baked" "$dest" "$breakage")"
+    write_sums "$dest" "$(basename "$archive")" "$archive" "$version"
+    sign "$dest/SHA256SUMS" "$dest/SHA256SUMS.asc" "${FPR[signer1]}" "${FPR[signer2]}" "${FPR[signer3]}"
+    upgrades_tsv+="$(printf '%s\t%s\t%s\t%s\t%s\t%s' "$variant" "$impl" "$version" "$(basename "$archive")" \
+        "upgrade/$variant/$impl" "$breakage")"$'\n'
+done
+python3 -c '
+import json, sys
+variants = {}
+for line in filter(None, sys.stdin.read().splitlines()):
+    variant, impl, version, archive, rdir, breakage = line.split("\t")
+    variants.setdefault(variant, {})[impl] = {
+        "version": version, "archive": archive, "dir": rdir, "breakage": breakage, "daemon": "stand-in"}
+json.dump({"variants": variants}, open(sys.argv[1], "w"), indent=2, sort_keys=True)
+' "$build/upgrade/releases.json" <<<"$upgrades_tsv"
 
 python3 - "$build" "$releases_json" "${core_archive:-stand-in}" "${SIGNERS[@]}" <<PY
 import json, sys
