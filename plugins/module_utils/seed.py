@@ -322,7 +322,7 @@ def source_files(netdir: str) -> list:
 def plan(files: list, uid, gid, hard_links: bool) -> list:
     """[(rel, stat, "dir" | "link" | "copy")] for the listed files."""
     newest = newest_block_file(
-        os.path.basename(rel) for rel, _ in files if rel.startswith("blocks/") and rel.count("/") == 1
+        os.path.basename(rel) for rel, _size in files if rel.startswith("blocks/") and rel.count("/") == 1
     )
     out = []
     for rel, st in files:
@@ -419,7 +419,7 @@ def build(source_netdir: str, target_netdir: str, steps: list, uid, gid) -> dict
     fallback = 0
     with safe_fs.opened_dir(source_netdir) as src_root, safe_fs.opened_dir(target_netdir) as dst_root:
         _rmtree_at(dst_root, STAGING)  # a staging dir left by an interrupted run is ours
-        stage_fd, _ = safe_fs.mkdir_at(dst_root, STAGING, 0o700)
+        stage_fd, _created = safe_fs.mkdir_at(dst_root, STAGING, 0o700)
         moved: list = []
         try:
             safe_fs.set_attrs_fd(stage_fd, uid, gid, 0o700)
@@ -427,13 +427,13 @@ def build(source_netdir: str, target_netdir: str, steps: list, uid, gid) -> dict
             opened: list = []
             try:
                 for rel, st, how in steps:
-                    parent_rel, _, name = rel.rstrip("/").rpartition("/")
+                    parent_rel, _sep, name = rel.rstrip("/").rpartition("/")
                     src_dir, dst_dir = dirs[parent_rel]
                     shown = "%s/%s" % (source_netdir, rel.rstrip("/"))
                     if how == "dir":
                         child_src = os.open(name, safe_fs.DIR_FLAGS, dir_fd=src_dir)
                         opened.append(child_src)
-                        child_dst, _ = safe_fs.mkdir_at(dst_dir, name, 0o700)
+                        child_dst, _created = safe_fs.mkdir_at(dst_dir, name, 0o700)
                         opened.append(child_dst)
                         safe_fs.set_attrs_fd(child_dst, uid, gid, stat.S_IMODE(st.st_mode))
                         dirs[rel.rstrip("/")] = (child_src, child_dst)

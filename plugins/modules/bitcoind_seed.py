@@ -144,7 +144,9 @@ copy_seconds:
   returned: when seeded
   type: float
 files:
-  description: Counts and sizes (C(files), C(linked), C(copied), C(bytes), C(bytes_linked), C(bytes_copied)); C(fallback_copies) are files that could be linked but the filesystem refused.
+  description: >-
+    Counts and sizes (C(files), C(linked), C(copied), C(bytes), C(bytes_linked), C(bytes_copied));
+    C(fallback_copies) are files that could be linked but the filesystem refused.
   returned: when the target was not seeded before
   type: dict
 manifest_sha256:

@@ -71,7 +71,9 @@ def test_best_block_time_is_getblockchaininfos_time(chain_time, expected):
         chain["time"] = chain_time
     instance_info.apply_rpc_answers(result, chain, {}, [], 5)
     assert result["best_block_time"] == expected
-    assert result["best_block_time"] is None or type(result["best_block_time"]) is int
+    assert result["best_block_time"] is None or (
+        isinstance(result["best_block_time"], int) and not isinstance(result["best_block_time"], bool)
+    )
 
 
 def test_best_block_time_is_documented_in_return():

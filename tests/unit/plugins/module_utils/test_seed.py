@@ -186,7 +186,7 @@ def test_source_with_blocksdir_is_refused(tmp_path):
 
 
 def test_symlinked_source_chain_is_refused(tmp_path):
-    _, netdir = make_source(tmp_path)
+    _datadir, netdir = make_source(tmp_path)
     (tmp_path / "elsewhere").mkdir()
     os.rename(netdir / "chainstate", tmp_path / "elsewhere" / "chainstate")
     os.symlink(tmp_path / "elsewhere" / "chainstate", netdir / "chainstate")
@@ -194,7 +194,7 @@ def test_symlinked_source_chain_is_refused(tmp_path):
 
 
 def test_symlink_inside_source_tree_is_refused(tmp_path):
-    _, netdir = make_source(tmp_path)
+    _datadir, netdir = make_source(tmp_path)
     os.symlink("/etc/shadow", netdir / "chainstate" / "000009.ldb")
     with pytest.raises(seed.SeedError, match=r"chainstate/000009\.ldb is a symlink"):
         seed.source_files(str(netdir))
@@ -214,7 +214,7 @@ def test_seeded_target_is_not_seeded_again(tmp_path):
 
 
 def seed_tree(tmp_path, hard_links=True):
-    _, src_net = make_source(tmp_path)
+    _datadir, src_net = make_source(tmp_path)
     tgt_net = tmp_path / "tgt" / "regtest"
     tgt_net.mkdir(parents=True)
     files = seed.source_files(str(src_net))
@@ -257,7 +257,7 @@ def test_build_without_hard_links_copies_everything(tmp_path):
 
 
 def test_a_file_owned_by_another_user_than_the_target_wants_is_copied(tmp_path):
-    _, src_net = make_source(tmp_path)
+    _datadir, src_net = make_source(tmp_path)
     files = seed.source_files(str(src_net))
     steps = seed.plan(files, os.getuid() + 1, None, True)
     assert all(how != "link" for _rel, _st, how in steps)
