@@ -403,7 +403,7 @@ def proc_cgroups(text: str) -> dict:
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
-        _, controllers, path = parts
+        _hierarchy_id, controllers, path = parts
         if controllers == "":
             out[""] = path
         for controller in controllers.split(","):

@@ -9,7 +9,8 @@ DOCUMENTATION = r"""
 module: bitcoind_limits
 short_description: Kernel-enforced memory, CPU and IO limits per bitcoind instance (systemd slices)
 version_added: 0.2.0
-author: nodefleet developers
+author:
+  - nodefleet developers (@nodefleet)
 description:
   - Writes one systemd slice unit per instance that has a limit,
     C(<unit_dir>/nodefleet-<escaped name>.slice) (the name escaped as C(systemd-escape) does, so
@@ -69,7 +70,9 @@ attributes:
     description: Reports which slice units would change (and the diff) without writing or reloading.
   diff_mode:
     support: full
+    description: Shows the slice units as they would be written.
   platform:
+    support: full
     platforms: posix
     description: Needs systemd as the init system and cgroup controllers it can write.
 notes:

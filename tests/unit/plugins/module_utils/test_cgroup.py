@@ -4,12 +4,9 @@
 
 from __future__ import annotations
 
-# ruff: noqa: E501  (kernel tables are pasted verbatim)
 import shlex
 
 import pytest
-from ansible.errors import AnsibleFilterError
-from ansible_collections.nodefleet.bitcoin.plugins.filter.instance_limits import instance_limits as limits_filter
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import cgroup
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import ValidationError
 
@@ -150,38 +147,6 @@ def test_scope_command_execs_bitcoind_and_survives_supervisord_quoting():
     assert shlex.split(" ".join(shlex.quote(w) for w in words)) == words
 
 
-def test_filter_resolves_defaults_and_leaves_unlimited_commands_alone():
-    out = limits_filter(
-        [
-            {"name": "a", "memory_max": "2G"},
-            {"name": "b", "cpu_quota": None},
-            {"name": "c", "state": "absent", "memory_max": "x"},
-        ],
-        defaults={"cpu_quota": "50%", "state": "present"},
-    )
-    assert out["a"]["limited"] and out["a"]["cpu_quota"] == 50 and out["a"]["memory_max"] == 2 * 1024 * MIB
-    assert out["a"]["command_prefix"][-1] == "--"
-    assert out["b"] == {
-        "memory_max": None,
-        "cpu_quota": None,
-        "io_weight": None,
-        "limited": False,
-        "slice": None,
-        "command_prefix": [],
-    }
-    assert not out["c"]["limited"]
-
-
-def test_filter_error_names_instance_and_option():
-    with pytest.raises(AnsibleFilterError, match=r"bitcoind_instances\[b\]\.memory_max: '2GB' is not a size"):
-        limits_filter([{"name": "a"}, {"name": "b", "memory_max": "2GB"}])
-    with pytest.raises(AnsibleFilterError, match=r"bitcoind_instances\[a\]\.memory_max: 512M is less than"):
-        limits_filter([{"name": "a", "memory_max": "512M"}])
-
-
-# ------------------------------------------------------------------ kernel files
-
-
 def test_hybrid_rw_mounts_resolve_to_v1_controllers():
     mounts = cgroup.controller_mounts(
         MOUNTINFO_HYBRID_RW, FakeFS({"/sys/fs/cgroup/unified/cgroup.controllers": "hugetlb\n"})
@@ -255,7 +220,12 @@ def test_a_limit_the_kernel_does_not_show_is_an_error():
 
 
 def test_proc_cgroup_hybrid():
-    text = "9:name=systemd:/lp/nodefleet.slice/nodefleet-a.slice/run-r1.scope\n4:memory:/lp/nodefleet.slice/nodefleet-a.slice/run-r1.scope\n1:cpu:/lp/nodefleet.slice/nodefleet-a.slice\n0::/lp/nodefleet.slice/nodefleet-a.slice/run-r1.scope\n"
+    text = (
+        "9:name=systemd:/lp/nodefleet.slice/nodefleet-a.slice/run-r1.scope\n"
+        "4:memory:/lp/nodefleet.slice/nodefleet-a.slice/run-r1.scope\n"
+        "1:cpu:/lp/nodefleet.slice/nodefleet-a.slice\n"
+        "0::/lp/nodefleet.slice/nodefleet-a.slice/run-r1.scope\n"
+    )
     out = cgroup.proc_cgroups(text)
     assert (
         out["memory"].endswith("run-r1.scope")
@@ -341,25 +311,6 @@ def test_format_resources():
     unlimited = dict(RESOURCES, memory_limit_bytes=None, cpu_quota_percent=None, oom_kills_total=None)
     assert cgroup.format_resources(unlimited) == "mem 52M/- cpu 12s/- oom - disk 3.0M"
     assert cgroup.format_resources(None) == "-"
-
-
-def test_fleet_table_and_prometheus_show_usage_against_limits():
-    from ansible_collections.nodefleet.bitcoin.plugins.filter import fleet_status
-
-    instance = {"name": "a", "state": "up", "impl": "core", "network": "regtest", "resources": RESOURCES}
-    table = fleet_status.fleet_status_table({"h": {"instances": [instance]}})
-    assert "RESOURCES" in table.splitlines()[0] and "mem 52M/1.0G cpu 12s/50% oom 1" in table
-    text = fleet_status.fleet_status_prometheus({"instances": [instance]}, "h")
-    for metric, value in (
-        ("memory_used_bytes", 52 * MIB),
-        ("memory_limit_bytes", 1024 * MIB),
-        ("cpu_seconds_total", 12.5),
-        ("oom_kills_total", 1),
-        ("datadir_bytes", 3 * MIB),
-    ):
-        lines = [line for line in text.splitlines() if line.startswith("nodefleet_bitcoind_" + metric + "{")]
-        assert lines and float(lines[0].rsplit(" ", 1)[1]) == value, metric
-    assert "# TYPE nodefleet_bitcoind_oom_kills_total counter" in text
 
 
 def test_a_mount_of_a_sub_tree_strips_its_root():
