@@ -283,7 +283,8 @@ def test_warm_up_is_minus_28_like_core(real_core, make_node, tmp_path):  # noqa:
     """Both answer -28 with HTTP 500 until "Done loading"; a SIGTERM then ends init with exit 1.
 
     Core's warm-up on an empty regtest chain lasts about 25 ms here: the test polls from the
-    start and tries up to 5 starts (it caught -28 on every run measured). The message names the
+    start and tries up to 10 starts (a start whose init ended between the -28 answer and the SIGTERM
+    exits 0 and is tried again). The message names the
     init step, which differs (Core: "RPC server started", "Loading P2P addresses…", "Verifying
     blocks…"; the stand-in: "Loading block index…", one of Core's steps too); the collection only
     relies on the code."""
@@ -291,7 +292,7 @@ def test_warm_up_is_minus_28_like_core(real_core, make_node, tmp_path):  # noqa:
     result = {}
     for kind in KINDS:
         node = instance(make_node, real_core, tmp_path, kind)
-        for _attempt in range(5):
+        for _attempt in range(10):
             node.start()
             caught = None
             deadline = time.monotonic() + 20
@@ -305,14 +306,19 @@ def test_warm_up_is_minus_28_like_core(real_core, make_node, tmp_path):  # noqa:
                 caught = (status, reply["error"]["code"], reply["error"]["message"], reply["result"])
             if caught is not None:
                 node.proc.send_signal(signal.SIGTERM)  # still in init: Core aborts it
-                result[kind] = (caught[0], caught[1], caught[3], node.proc.wait(timeout=60))
+                code = node.proc.wait(timeout=60)
                 if kind == "core":
                     core_steps.add(caught[2])
                 else:
                     assert caught[2] == "Loading block index…"
+                if code == 0:
+                    # Core's warm-up is ~25 ms: init can end between the -28 answer and the
+                    # SIGTERM, which is then a clean shutdown (exit 0). Not what is tested: again.
+                    continue
+                result[kind] = (caught[0], caught[1], caught[3], code)
                 break
             assert node.stop() == 0
-        assert kind in result, f"{kind}: no -28 answer caught in 5 starts"
+        assert kind in result, f"{kind}: no SIGTERM during the warm-up in 10 starts"
     assert result["core"] == result["standin"] == (500, -28, None, 1)
     log = (tmp_path / "core.out").read_text()
     assert "init message: Loading block index…" in log  # the stand-in's message is one of Core's steps
