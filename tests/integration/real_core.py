@@ -278,3 +278,15 @@ def make_node():
     yield factory
     for node in nodes:
         node.kill()
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll ``predicate`` every 0.1 s until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout}s (last: {value})")

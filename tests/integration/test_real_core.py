@@ -41,6 +41,7 @@ from ansible_collections.nodefleet.bitcoin.tests.integration.local_ports import 
 from ansible_collections.nodefleet.bitcoin.tests.integration.real_core import (  # noqa: F401
     make_node,
     real_core,
+    wait_for,
 )
 from ansible_collections.nodefleet.bitcoin.tests.integration.supervisord_fixture import (  # noqa: F401
     supervisord,
@@ -215,17 +216,6 @@ def test_wrong_password_is_401_and_auth_failed(real_core, make_node, tmp_path): 
     with pytest.raises(bitcoin_rpc.RpcAuthError):
         bitcoin_rpc.BitcoinRpc("127.0.0.1", inst["rpc"], USER, "wrong", timeout=5).call("uptime")
     assert node.stop() == 0
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout}s (last: {value})")
 
 
 def test_bitcoind_info_on_two_real_instances_peered_through_addnode(real_core, supervisord, tmp_path):  # noqa: F811

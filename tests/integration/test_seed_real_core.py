@@ -18,14 +18,13 @@ import hashlib
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import bitcoin_conf, bitcoin_rpc, rpcauth
 from ansible_collections.nodefleet.bitcoin.tests.integration.ansible_cli import run_collection_module
 from ansible_collections.nodefleet.bitcoin.tests.integration.local_ports import free_ports
-from ansible_collections.nodefleet.bitcoin.tests.integration.real_core import real_core  # noqa: F401
+from ansible_collections.nodefleet.bitcoin.tests.integration.real_core import real_core, wait_for  # noqa: F401
 from ansible_collections.nodefleet.bitcoin.tests.integration.supervisord_fixture import supervisord  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -89,17 +88,6 @@ def call(client, method, *params):
     except bitcoin_rpc.RpcFailure:
         client.close()
         return None
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout}s (last: {value})")
 
 
 def seed_args(sv, target: dict, source: dict, **extra) -> dict:
