@@ -21,8 +21,11 @@ ROOT=$PWD
 # (dnsname) refuses internal networks ("dnsname and internal networks are incompatible");
 # netavark (a Recommends of golang-github-containers-common) with aardvark-dns (a Recommends
 # of netavark) gives internal networks DNS. Both are named here, and the backend is pinned
-# in containers.conf below.
-APT_PACKAGES=(podman runc netavark aardvark-dns debootstrap debian-archive-keyring
+# in containers.conf below. netavark 1.4 programs the bridge's firewall by running iptables,
+# which Debian's netavark does not depend on: without it every container start on the fleet
+# network fails with "netavark: No such file or directory (os error 2)" (seen on a fresh
+# machine, 2026-12-02), so iptables is named too.
+APT_PACKAGES=(podman runc netavark aardvark-dns iptables debootstrap debian-archive-keyring
   ca-certificates tor supervisor gnupg iproute2 procps rsync)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
