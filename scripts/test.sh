@@ -126,10 +126,11 @@ stage_chaos() {
   bash scripts/chaos.sh --ci
 }
 
-# The molecule stage (podman containers) shares nothing with integration and property (daemons
-# in temp dirs on this machine, their own ports): when molecule is asked for together with
-# integration, it starts in the background when integration starts, and its output and result
-# are reported at its place in the order. This keeps CI well inside its time limit.
+# The molecule stage (podman containers) is the longest and shares nothing with the stages before
+# it (lint, artifact, sanity, units, integration, property: files, temp dirs and daemons on this
+# machine with their own ports): when molecule is asked for together with any of them, it starts
+# in the background with the first stage, and its output and result are reported at its place in
+# the order. This keeps CI well inside its time limit.
 BG_MOLECULE_PID="" BG_MOLECULE_LOG="" BG_MOLECULE_START=0
 start_molecule_in_background() {
   mkdir -p "$ROOT/build"
@@ -137,7 +138,7 @@ start_molecule_in_background() {
   BG_MOLECULE_START=$(date +%s)
   ( set -euo pipefail; stage_molecule ) >"$BG_MOLECULE_LOG" 2>&1 &
   BG_MOLECULE_PID=$!
-  echo "=== stage: molecule started in the background (beside integration and property), log: $BG_MOLECULE_LOG"
+  echo "=== stage: molecule started in the background (beside the stages before it), log: $BG_MOLECULE_LOG"
 }
 finish_molecule_in_background() {
   local rc=0
@@ -153,7 +154,8 @@ for stage in "${STAGES[@]}"; do
   declare -F "stage_$stage" >/dev/null || { echo "unknown stage: $stage (known: ${ALL_STAGES[*]})"; exit 2; }
 done
 for stage in "${STAGES[@]}"; do
-  if [ "$stage" = integration ] && [[ " ${STAGES[*]} " == *" molecule "* ]] && [ -z "${RESULT[molecule]:-}" ]; then
+  if [ "$stage" != molecule ] && [ "$stage" != chaos ] && [ -z "$BG_MOLECULE_PID" ] &&
+     [[ " ${STAGES[*]} " == *" molecule "* ]] && [ -z "${RESULT[molecule]:-}" ]; then
     start_molecule_in_background
   fi
   if [ "$stage" = molecule ] && [ -n "$BG_MOLECULE_PID" ]; then
