@@ -165,7 +165,6 @@ marker:
 """
 
 import grp
-import os
 import pwd
 import time
 import xmlrpc.client
@@ -276,18 +275,7 @@ def run_seed(n: dict) -> dict:
         if info.get("statename") not in ("STOPPED", "EXITED"):
             raise seed.SeedError("supervisord did not stop %s (state %s)" % (program, info.get("statename")))
     try:
-        datadir_missing = safe_fs.inspect_path(n["datadir"]) == "missing"
-        with safe_fs.opened_dir(n["datadir"], create=1, mode=0o750) as fd:
-            if datadir_missing:
-                safe_fs.set_attrs_fd(fd, n["uid"], n["gid"], 0o750)
-            sub = os.path.relpath(n["netdir"], n["datadir"])
-            if sub != ".":
-                child, created = safe_fs.mkdir_at(fd, sub, 0o700)
-                try:
-                    if created:
-                        safe_fs.set_attrs_fd(child, n["uid"], n["gid"], 0o700)
-                finally:
-                    os.close(child)
+        seed.ensure_netdir(n["datadir"], n["netdir"], n["uid"], n["gid"])
         with (
             seed.datadir_lock(n["source"]["netdir"], "source_datadir"),
             seed.datadir_lock(n["netdir"], "datadir", n["uid"], n["gid"]),
