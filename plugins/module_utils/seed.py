@@ -36,9 +36,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import grp
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
 import stat
@@ -151,6 +153,22 @@ def validate(params: dict) -> dict:
         raise ValidationError("source_datadir", "%s and the target datadir %s are nested" % (b, a))
     n["source_program"] = check_name("source_program", params.get("source_program") or "bitcoind-" + n["source_name"])
     return n
+
+
+def resolve_ids(owner, group):
+    """(uid, gid) of the ``owner``/``group`` options (None when unset); ValidationError naming the option."""
+    uid = gid = None
+    if owner:
+        try:
+            uid = pwd.getpwnam(owner).pw_uid
+        except KeyError:
+            raise ValidationError("owner", "user %r does not exist" % owner) from None
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValidationError("group", "group %r does not exist" % group) from None
+    return uid, gid
 
 
 # --------------------------------------------------------------------------- host inspection

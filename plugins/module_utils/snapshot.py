@@ -387,7 +387,8 @@ def _check_member(member: tarfile.TarInfo) -> str:
         raise SnapshotError("snapshot: member %s is not a regular file or directory; refusing the archive" % shown)
     if name != MANIFEST_NAME and parts[0] not in seed.CHAIN_DIRS:
         raise SnapshotError(
-            "snapshot: member %s is outside %s; refusing the archive" % (shown, ", ".join(d + "/" for d in seed.CHAIN_DIRS))
+            "snapshot: member %s is outside %s; refusing the archive"
+            % (shown, ", ".join(d + "/" for d in seed.CHAIN_DIRS))
         )
     data_filter = getattr(tarfile, "data_filter", None)
     if data_filter is not None:  # Python >= 3.12 (and backports): the standard checks as well
@@ -430,13 +431,14 @@ def read_archive(fd: int, pinned: str, path: str) -> tuple[tarfile.TarFile, dict
     actual = seed.sha256_fd(fd)
     if actual != pinned:
         raise ValidationError(
-            "sha256", "%s has sha256 %s, the pinned sha256 is %s: refusing an archive that is not the pinned one"
-            % (path, actual, pinned)
+            "sha256",
+            "%s has sha256 %s, the pinned sha256 is %s: refusing an archive that is not the pinned one"
+            % (path, actual, pinned),
         )
     os.lseek(fd, 0, os.SEEK_SET)
     handle = os.fdopen(os.dup(fd), "rb")
     try:
-        tar = tarfile.open(fileobj=handle, mode="r:")
+        tar = tarfile.open(fileobj=handle, mode="r:")  # noqa: SIM115 - returned to the caller, who closes it
     except tarfile.TarError as exc:
         handle.close()
         raise SnapshotError("snapshot: %s is not a tar archive (%s)" % (path, exc)) from None
@@ -468,7 +470,9 @@ def read_archive(fd: int, pinned: str, path: str) -> tuple[tarfile.TarFile, dict
             )
         for rel, member in regular.items():
             if member.size != listed[rel]["size"]:
-                raise SnapshotError("snapshot: %s has %d bytes, the manifest says %d" % (rel, member.size, listed[rel]["size"]))
+                raise SnapshotError(
+                    "snapshot: %s has %d bytes, the manifest says %d" % (rel, member.size, listed[rel]["size"])
+                )
         for top in seed.REQUIRED_DIRS:
             if not any(rel.startswith(top + "/") for rel in listed):
                 raise SnapshotError("snapshot: the archive has no %s/: no chain to seed from" % top)
@@ -543,7 +547,8 @@ def extract(tar: tarfile.TarFile, members: list, manifest: dict, netdir: str, ui
                 )
                 if digest != manifest["files"][rel]["sha256"]:
                     raise SnapshotError(
-                        "snapshot: %s has sha256 %s, the manifest says %s" % (rel, digest, manifest["files"][rel]["sha256"])
+                        "snapshot: %s has sha256 %s, the manifest says %s"
+                        % (rel, digest, manifest["files"][rel]["sha256"])
                     )
                 written[rel] = digest
             for top in seed.CHAIN_DIRS:

@@ -164,8 +164,6 @@ marker:
   type: dict
 """
 
-import grp
-import pwd
 import time
 import xmlrpc.client
 
@@ -195,21 +193,6 @@ ARGUMENT_SPEC = {
 }
 
 
-def resolve_ids(owner, group):
-    uid = gid = None
-    if owner:
-        try:
-            uid = pwd.getpwnam(owner).pw_uid
-        except KeyError:
-            raise ValidationError("owner", "user %r does not exist" % owner) from None
-    if group:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise ValidationError("group", "group %r does not exist" % group) from None
-    return uid, gid
-
-
 def program_info(client, program: str):
     """getProcessInfo of the program, None when supervisord does not know it."""
     try:
@@ -223,7 +206,7 @@ def program_info(client, program: str):
 def prepare(params: dict) -> dict:
     """Everything decided before a change: raises ValidationError / seed.SeedError / SupervisorError."""
     n = seed.validate(params)
-    n["uid"], n["gid"] = resolve_ids(params.get("owner"), params.get("group"))
+    n["uid"], n["gid"] = seed.resolve_ids(params.get("owner"), params.get("group"))
     n["netdir"] = bitcoin_conf.network_dir(n["datadir"], n["network"])
     state, marker, extra = seed.target_state(n)
     n["state"], n["marker"] = state, marker
