@@ -21,7 +21,7 @@ description:
     O(nodefleet.bitcoin.bitcoind#role:main:bitcoind_instances[].seed_snapshot.sha256) - and C(<dest>.manifest.json).
   - The source must be stopped - its datadir lock (C(<network dir>/.lock), the lock bitcoind takes) is held
     while the archive is written, so no daemon can start on it meanwhile. A running source is refused; stop it
-    through supervisord first (C(playbooks/chain_snapshot.yml) does stop, snapshot, start).
+    through supervisord first (C(playbooks/instance.yml -e action=stop)) and start it again afterwards.
   - Seed a new instance from the file with M(nodefleet.bitcoin.bitcoind_seed_snapshot) (or the role's
     C(seed_snapshot)). This is not Core's assumeutxo (C(dumptxoutset)/C(loadtxoutset)); see docs/roles.md.
 author:
