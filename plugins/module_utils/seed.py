@@ -36,9 +36,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import grp
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
 import stat
@@ -151,6 +153,22 @@ def validate(params: dict) -> dict:
         raise ValidationError("source_datadir", "%s and the target datadir %s are nested" % (b, a))
     n["source_program"] = check_name("source_program", params.get("source_program") or "bitcoind-" + n["source_name"])
     return n
+
+
+def resolve_ids(owner, group):
+    """(uid, gid) of the ``owner``/``group`` options (None when unset); ValidationError naming the option."""
+    uid = gid = None
+    if owner:
+        try:
+            uid = pwd.getpwnam(owner).pw_uid
+        except KeyError:
+            raise ValidationError("owner", "user %r does not exist" % owner) from None
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValidationError("group", "group %r does not exist" % group) from None
+    return uid, gid
 
 
 # --------------------------------------------------------------------------- host inspection
@@ -347,7 +365,8 @@ def summary(steps: list) -> dict:
     }
 
 
-def _sha256_fd(fd: int) -> str:
+def sha256_fd(fd: int) -> str:
+    """sha256 of an open file, read from its start (the one hashing helper of seed and snapshot)."""
     digest = hashlib.sha256()
     os.lseek(fd, 0, os.SEEK_SET)
     while True:
@@ -357,34 +376,53 @@ def _sha256_fd(fd: int) -> str:
         digest.update(chunk)
 
 
-def _copy_file(src_dir: int, dst_dir: int, name: str, st, uid, gid, shown: str) -> str:
-    """Copy one file by descriptors; return its sha256 after checking the target reads back the same."""
-    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+def write_verified(read, dst_dir: int, name: str, mode: int, uid, gid, shown: str) -> str:
+    """Create ``name`` below ``dst_dir`` (O_EXCL, no symlink) from ``read(CHUNK)`` chunks.
+
+    Returns the sha256 of what was read, after checking that the new file reads back the same."""
+    dst = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dst_dir)
     try:
-        if not stat.S_ISREG(os.fstat(src).st_mode):
-            raise SeedError("%s is not a regular file" % shown)
-        dst = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dst_dir)
-        try:
-            safe_fs.set_attrs_fd(dst, uid, gid, stat.S_IMODE(st.st_mode))
-            digest = hashlib.sha256()
-            while True:
-                chunk = os.read(src, CHUNK)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(dst, view) :]
-            os.fsync(dst)
-            source_sum = digest.hexdigest()
-            target_sum = _sha256_fd(dst)
-        finally:
-            os.close(dst)
+        safe_fs.set_attrs_fd(dst, uid, gid, mode)
+        digest = hashlib.sha256()
+        while True:
+            chunk = read(CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(dst, view) :]
+        os.fsync(dst)
+        source_sum = digest.hexdigest()
+        target_sum = sha256_fd(dst)
     finally:
-        os.close(src)
+        os.close(dst)
     if source_sum != target_sum:
         raise SeedError("checksum mismatch for %s: source %s, copy %s" % (shown, source_sum, target_sum))
     return source_sum
+
+
+def open_regular(dir_fd: int, name: str, shown: str) -> int:
+    """A read-only descriptor of the regular file ``name`` below ``dir_fd`` (a symlink or other type: SeedError)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SeedError("%s is a symlink; refusing it" % shown) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SeedError("%s is not a regular file" % shown)
+    return fd
+
+
+def _copy_file(src_dir: int, dst_dir: int, name: str, st, uid, gid, shown: str) -> str:
+    """Copy one file by descriptors; return its sha256 after checking the target reads back the same."""
+    src = open_regular(src_dir, name, shown)
+    try:
+        return write_verified(lambda size: os.read(src, size), dst_dir, name, stat.S_IMODE(st.st_mode), uid, gid, shown)
+    finally:
+        os.close(src)
 
 
 def _link_file(src_dir: int, dst_dir: int, name: str, st, shown: str) -> bool:
@@ -401,7 +439,7 @@ def _link_file(src_dir: int, dst_dir: int, name: str, st, shown: str) -> bool:
     return True
 
 
-def _rmtree_at(dir_fd: int, name: str) -> None:
+def rmtree_at(dir_fd: int, name: str) -> None:
     """Remove ``name`` below ``dir_fd`` without following symlinks."""
     if safe_fs.lstat_at(dir_fd, name) is None:
         return
@@ -418,7 +456,7 @@ def build(source_netdir: str, target_netdir: str, steps: list, uid, gid) -> dict
     manifest: dict = {}
     fallback = 0
     with safe_fs.opened_dir(source_netdir) as src_root, safe_fs.opened_dir(target_netdir) as dst_root:
-        _rmtree_at(dst_root, STAGING)  # a staging dir left by an interrupted run is ours
+        rmtree_at(dst_root, STAGING)  # a staging dir left by an interrupted run is ours
         stage_fd, _created = safe_fs.mkdir_at(dst_root, STAGING, 0o700)
         moved: list = []
         try:
@@ -453,14 +491,30 @@ def build(source_netdir: str, target_netdir: str, steps: list, uid, gid) -> dict
         except BaseException:
             for top in moved:  # nothing half-written: what was moved in goes again
                 with contextlib.suppress(OSError):
-                    _rmtree_at(dst_root, top)
+                    rmtree_at(dst_root, top)
             raise
         finally:
             os.close(stage_fd)
             with contextlib.suppress(OSError):
-                _rmtree_at(dst_root, STAGING)
+                rmtree_at(dst_root, STAGING)
     linked = sum(1 for v in manifest.values() if v == "link")
     return {"manifest": manifest, "linked": linked, "copied": len(manifest) - linked, "fallback_copies": fallback}
+
+
+def ensure_netdir(datadir: str, netdir: str, uid, gid) -> None:
+    """Create the target's datadir (0750) and network dir (0700) when missing, owned by uid/gid (by fd)."""
+    datadir_missing = safe_fs.inspect_path(datadir) == "missing"
+    with safe_fs.opened_dir(datadir, create=1, mode=0o750) as fd:
+        if datadir_missing:
+            safe_fs.set_attrs_fd(fd, uid, gid, 0o750)
+        sub = os.path.relpath(netdir, datadir)
+        if sub != ".":
+            child, created = safe_fs.mkdir_at(fd, sub, 0o700)
+            try:
+                if created:
+                    safe_fs.set_attrs_fd(child, uid, gid, 0o700)
+            finally:
+                os.close(child)
 
 
 def manifest_digest(manifest: dict) -> str:

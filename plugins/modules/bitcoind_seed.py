@@ -164,9 +164,6 @@ marker:
   type: dict
 """
 
-import grp
-import os
-import pwd
 import time
 import xmlrpc.client
 
@@ -196,21 +193,6 @@ ARGUMENT_SPEC = {
 }
 
 
-def resolve_ids(owner, group):
-    uid = gid = None
-    if owner:
-        try:
-            uid = pwd.getpwnam(owner).pw_uid
-        except KeyError:
-            raise ValidationError("owner", "user %r does not exist" % owner) from None
-    if group:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise ValidationError("group", "group %r does not exist" % group) from None
-    return uid, gid
-
-
 def program_info(client, program: str):
     """getProcessInfo of the program, None when supervisord does not know it."""
     try:
@@ -224,7 +206,7 @@ def program_info(client, program: str):
 def prepare(params: dict) -> dict:
     """Everything decided before a change: raises ValidationError / seed.SeedError / SupervisorError."""
     n = seed.validate(params)
-    n["uid"], n["gid"] = resolve_ids(params.get("owner"), params.get("group"))
+    n["uid"], n["gid"] = seed.resolve_ids(params.get("owner"), params.get("group"))
     n["netdir"] = bitcoin_conf.network_dir(n["datadir"], n["network"])
     state, marker, extra = seed.target_state(n)
     n["state"], n["marker"] = state, marker
@@ -276,18 +258,7 @@ def run_seed(n: dict) -> dict:
         if info.get("statename") not in ("STOPPED", "EXITED"):
             raise seed.SeedError("supervisord did not stop %s (state %s)" % (program, info.get("statename")))
     try:
-        datadir_missing = safe_fs.inspect_path(n["datadir"]) == "missing"
-        with safe_fs.opened_dir(n["datadir"], create=1, mode=0o750) as fd:
-            if datadir_missing:
-                safe_fs.set_attrs_fd(fd, n["uid"], n["gid"], 0o750)
-            sub = os.path.relpath(n["netdir"], n["datadir"])
-            if sub != ".":
-                child, created = safe_fs.mkdir_at(fd, sub, 0o700)
-                try:
-                    if created:
-                        safe_fs.set_attrs_fd(child, n["uid"], n["gid"], 0o700)
-                finally:
-                    os.close(child)
+        seed.ensure_netdir(n["datadir"], n["netdir"], n["uid"], n["gid"])
         with (
             seed.datadir_lock(n["source"]["netdir"], "source_datadir"),
             seed.datadir_lock(n["netdir"], "datadir", n["uid"], n["gid"]),

@@ -54,7 +54,7 @@ def stub_collection(tmp, stubs: dict, fake_modules: dict | None = None) -> str:
             os.symlink(real, dest)
             continue
         os.makedirs(os.path.join(dest, "tasks"))
-        for sub in ("defaults", "meta", "vars"):
+        for sub in ("defaults", "meta", "vars", "files", "templates"):
             if os.path.isdir(os.path.join(real, sub)):
                 os.symlink(os.path.join(real, sub), os.path.join(dest, sub))
         for task_file in sorted(os.listdir(os.path.join(real, "tasks"))):
@@ -74,7 +74,15 @@ def record(key: str, template: str) -> dict:
 def run_play(tmp, collections: str, play: list, host_vars: dict, extra_args=(), hosts=None, env=None) -> tuple:
     """host_vars: the vars of the one host `testnode`, or with hosts= a dict host -> vars."""
     inventory = os.path.join(str(tmp), "inventory.yml")
-    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    # The bitcoind role installs its exit-notify wrapper (files/): into the temp dir, never this machine's
+    # /usr/local/sbin (a test's own host vars win).
+    sbin = os.path.join(str(tmp), "harness-sbin")
+    os.makedirs(sbin, exist_ok=True)
+    local = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "bitcoind_exit_notify_path": os.path.join(sbin, "nodefleet-exit-notify"),
+    }
     all_hosts = {h: {**local, **v} for h, v in (hosts or {"testnode": host_vars}).items()}
     with open(inventory, "w", encoding="utf-8") as handle:
         yaml.safe_dump({"fleet": {"hosts": all_hosts}}, handle)

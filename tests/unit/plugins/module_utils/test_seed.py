@@ -279,13 +279,13 @@ def test_a_filesystem_without_links_falls_back_to_copies(tmp_path, monkeypatch):
 def test_checksum_mismatch_leaves_the_target_as_it_was(tmp_path, monkeypatch):
     src_net, tgt_net, steps = seed_tree(tmp_path)
     calls = {"n": 0}
-    real = seed._sha256_fd
+    real = seed.sha256_fd
 
     def corrupt(fd):
         calls["n"] += 1
         return "0" * 64 if calls["n"] == 5 else real(fd)
 
-    monkeypatch.setattr(seed, "_sha256_fd", corrupt)
+    monkeypatch.setattr(seed, "sha256_fd", corrupt)
     with pytest.raises(seed.SeedError, match="checksum mismatch for"):
         seed.build(str(src_net), str(tgt_net), steps, None, None)
     assert os.listdir(tgt_net) == []  # no blocks/, no chainstate/, no staging dir
