@@ -6,8 +6,8 @@ The collection marks what it writes: supervisord program files start with
 ``supervisord.HEADER`` (``bitcoind-<name>.conf`` in the program directory), tor drop-ins start
 with ``tor.DROPIN_HEADER`` (``nodefleet-<name>.conf`` in the torrc directory, naming the
 service's ``HiddenServiceDir``), and every bitcoin.conf written by bitcoind_instance starts with
-``# instance=<name> impl=<impl>`` (the datadirs under ``bitcoind_home``). Files without the mark
-are not ours and are never listed (so never retired).
+its header and ``# instance=<name> impl=<impl>`` (``bitcoin_conf.is_managed``; the datadirs
+under ``bitcoind_home``). Files without the mark are not ours and are never listed (so never retired).
 
 An instance is *unlisted* when its program file or its onion drop-in is on the host but the
 inventory names it neither present nor absent: it may still run and hold ports. A datadir
@@ -25,6 +25,7 @@ import os
 
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import ports as ports_util
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils import safe_fs, tor
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.bitcoin_conf import is_managed
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import ValidationError, check_name
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.instance_info import (
     parse_bitcoin_conf,
@@ -35,8 +36,6 @@ from ansible_collections.nodefleet.bitcoin.plugins.module_utils.supervisord impo
 PROGRAM_PREFIX = "bitcoind-"
 PROGRAM_SUFFIX = ".conf"
 DROPIN_SUFFIX = ".conf"
-# The bitcoin.conf header bitcoind_instance writes (first line).
-CONF_HEADER_PREFIX = "# instance="
 
 
 # --------------------------------------------------------------------------- pure parsing
@@ -57,14 +56,6 @@ def name_from_file(filename: str, prefix: str, suffix: str):
 def is_marked(text: str | None, header: str) -> bool:
     """True when ``text`` starts with the collection's ``header`` line."""
     return bool(text) and text.split("\n", 1)[0].strip() == header
-
-
-def conf_instance_name(text: str | None):
-    """The ``<name>`` of a bitcoin.conf's ``# instance=<name> ...`` first line, else None."""
-    first = (text or "").split("\n", 1)[0].strip()
-    if not first.startswith(CONF_HEADER_PREFIX):
-        return None
-    return first[len(CONF_HEADER_PREFIX) :].split()[0] if first[len(CONF_HEADER_PREFIX) :].split() else None
 
 
 def unlisted_names(managed: dict, listed) -> list:
@@ -222,9 +213,8 @@ def list_datadirs(home: str) -> dict:
         path = os.path.join(home, entry)
         if os.path.islink(path) or not os.path.isdir(path):
             continue
-        name = conf_instance_name(_read_text(os.path.join(path, "bitcoin.conf")))
-        if name == entry:
-            out[name] = path
+        if is_managed(_read_text(os.path.join(path, "bitcoin.conf")), entry):
+            out[entry] = path
     return out
 
 

@@ -12,7 +12,8 @@ from ansible_collections.nodefleet.bitcoin.plugins.module_utils.supervisord impo
 
 ONION = "mrswmz3infvgw3dnnzxxa4lson2hk5txpb4xu634pv7h7aebqkb5woid.onion"
 
-CONF = """# instance={name} impl=core
+CONF = """# Managed by nodefleet.bitcoin (bitcoind_instance); local edits are overwritten.
+# instance={name} impl=core
 chain=signet
 [signet]
 rpcport={rpc}
