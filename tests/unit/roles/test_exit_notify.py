@@ -58,7 +58,7 @@ def read_to_eof(proc: subprocess.Popen, timeout: float = 10) -> bytes:
     out = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
+        ready = select.select([proc.stdout], [], [], deadline - time.monotonic())[0]
         if not ready:
             break
         chunk = os.read(proc.stdout.fileno(), 65536)
@@ -71,14 +71,14 @@ def read_to_eof(proc: subprocess.Popen, timeout: float = 10) -> bytes:
 def wait_ready(proc: subprocess.Popen) -> None:
     assert proc.stdout.readline() == b"ready\n"
     deadline = time.monotonic() + 10
-    while not any(b"--watch-pidfd" in cmd for _, cmd in children_of(proc.pid)):
+    while not any(b"--watch-pidfd" in cmd for _pid, cmd in children_of(proc.pid)):
         assert time.monotonic() < deadline, "the watcher did not start"
         time.sleep(0.01)
 
 
 def test_a_killed_threaded_program_is_reapable_when_its_stdout_reaches_eof():
     late = 0
-    for _ in range(40):
+    for _kill in range(40):
         proc = spawn(sys.executable, "-c", THREADED)
         wait_ready(proc)
         os.kill(proc.pid, signal.SIGKILL)
@@ -86,7 +86,7 @@ def test_a_killed_threaded_program_is_reapable_when_its_stdout_reaches_eof():
         pid, status = os.waitpid(proc.pid, os.WNOHANG)
         if not pid:
             late += 1
-            _, status = os.waitpid(proc.pid, 0)
+            status = os.waitpid(proc.pid, 0)[1]
         proc.returncode = -1  # reaped here, not by Popen
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     assert late == 0, f"{late} of 40 killed programs were not reapable at their EOF"
@@ -102,7 +102,7 @@ def test_the_watcher_names_neither_the_program_nor_its_arguments():
     proc = spawn(sys.executable, "-c", THREADED, "-datadir=/var/lib/bitcoind/secret-name")
     try:
         wait_ready(proc)
-        (watcher,) = [cmd for _, cmd in children_of(proc.pid)]
+        (watcher,) = [cmd for _pid, cmd in children_of(proc.pid)]
         argv = [arg for arg in watcher.split(b"\0") if arg]
         assert argv[-3:-1] == [str(WRAPPER).encode(), b"--watch-pidfd"], argv
         assert b"datadir" not in watcher and b"threading" not in watcher
@@ -119,7 +119,7 @@ def test_a_stop_signal_to_the_group_reaches_the_program_and_the_watcher_outlives
     )
     proc = spawn(sys.executable, "-c", slow_stop)
     wait_ready(proc)
-    ((watcher_pid, _),) = children_of(proc.pid)
+    ((watcher_pid, _cmd),) = children_of(proc.pid)
     started = time.monotonic()
     os.killpg(proc.pid, signal.SIGTERM)
     read_to_eof(proc)
