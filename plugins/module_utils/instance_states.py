@@ -14,8 +14,11 @@ and not the other.
 - ``error``: any other failure (unreadable config, unexpected RPC error).
 - ``restarting``: supervisord keeps restarting it (a restart loop: the program reaches
   RUNNING and exits again, so supervisord never declares it FATAL).
+- ``unlisted``: on the host (a program file or onion service the collection wrote) but no longer
+  in the inventory, neither present nor absent (module_utils/managed.py); its message says what
+  still runs. Reported only when the caller passes the inventory's names (bitcoind_info ``listed``).
 """
 
 from __future__ import annotations
 
-STATES = ("up", "warming_up", "down", "hung", "auth_failed", "error", "restarting")
+STATES = ("up", "warming_up", "down", "hung", "auth_failed", "error", "restarting", "unlisted")

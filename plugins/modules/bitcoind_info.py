@@ -20,7 +20,12 @@ description:
     (any other RPC failure, or the instance's RPC port is unknown), V(restarting) (a restart
     loop - RV(instances[].restart_loop) - while supervisord reports the program RUNNING,
     STARTING or BACKOFF, whatever RPC answered; the RPC outcome is kept in
-    RV(instances[].message))."
+    RV(instances[].message)), V(unlisted) (with O(listed): on the host but not in the inventory)."
+  - "With O(listed) (the names the inventory has for the host, present and absent), every instance the
+    collection manages on the host (a program file or onion drop-in it wrote, see
+    M(nodefleet.bitcoin.bitcoind_managed_info)) that O(listed) does not name is queried too and reported
+    with state V(unlisted); its RV(instances[].message) says what still runs (program state, pid, the ports
+    it listens on - RV(instances[].listening) - and its onion address) and what RPC answered."
   - An instance whose RPC answers while supervisord does not report its program RUNNING is
     reported with its RPC state and C(unsupervised=true) (a daemon started outside
     supervision, or an orphan left behind).
@@ -110,6 +115,17 @@ options:
       program:
         description: supervisord program name.
         type: str
+  listed:
+    description:
+      - The instance names the inventory has for this host (present and absent). Managed instances on
+        the host that it does not name are reported with state V(unlisted). Not given, nothing is
+        reported as unlisted.
+    type: list
+    elements: str
+  torrc_dir:
+    description: Directory of the collection's tor drop-ins (used with O(listed)).
+    type: path
+    default: /etc/tor/torrc.d
   names:
     description: Report only these instances (applies to O(instances) and to discovery).
     type: list
@@ -241,7 +257,9 @@ instances:
     name: {description: Instance name., type: str, sample: main1}
     state:
       description:
-        - up, warming_up, down, hung, auth_failed, error or restarting.
+        - up, warming_up, down, hung, auth_failed, error, restarting or unlisted.
+        - unlisted (only with O(listed)) is reported instead of the RPC state for an instance the inventory
+          no longer lists; RV(instances[].message) says what still runs and what RPC answered.
         - restarting (added with O(restart_loop_threshold)) is reported instead of the RPC state when
           RV(instances[].restart_loop) is true and supervisord reports the program RUNNING, STARTING or
           BACKOFF; RV(instances[].message) then says how many restarts and what RPC answered.
@@ -285,6 +303,11 @@ instances:
         outbound: 8
         breakdown: {libre_relay: 1, knots: 2, core_v30_plus: 3, core_pre_v30: 3, other: 1}
     ports: {description: "C({rpc, p2p, onion, zmq})", type: dict, sample: {rpc: 8332, p2p: 8333, onion: 8334, zmq: {}}}
+    listening:
+      description: Unlisted instances only - those of its ports some socket listens on now.
+      type: list
+      elements: int
+      returned: when state is unlisted
     onion_address: {description: "Onion address, if known.", type: str}
     tor_mode: {description: "tor-only, clearnet or both, if known.", type: str}
     tags: {description: "Network, impl, tor mode, C(pruned), C(ibd).", type: list, elements: str, sample: [main, knots, tor-only]}
@@ -312,7 +335,7 @@ summary:
   description: Number of instances per state, and C(total).
   returned: always
   type: dict
-  sample: {total: 3, up: 2, warming_up: 0, down: 1, hung: 0, auth_failed: 0, error: 0, restarting: 0}
+  sample: {total: 3, up: 2, warming_up: 0, down: 1, hung: 0, auth_failed: 0, error: 0, restarting: 0, unlisted: 0}
 supervisord:
   description: Whether supervisord answered (C(reachable)) and its error otherwise.
   returned: always
@@ -327,7 +350,7 @@ elapsed:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import NETWORKS, ValidationError
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import NETWORKS, ValidationError, check_name
 
 # The query logic lives in module_utils/instance_info.py (shared with the node-side collector
 # of roles/monitoring). The names below stay importable from the module for its callers.
@@ -363,6 +386,11 @@ from ansible_collections.nodefleet.bitcoin.plugins.module_utils.instance_info im
     validate,
     validate_instance,
 )
+from ansible_collections.nodefleet.bitcoin.plugins.module_utils.managed import (
+    list_managed,
+    mark_unlisted,
+    unlisted_names,
+)
 
 
 def main():
@@ -387,6 +415,8 @@ def main():
         argument_spec=dict(
             instances=dict(type="list", elements="dict", default=DEFAULTS["instances"], options=instance_options),
             names=dict(type="list", elements="str"),
+            listed=dict(type="list", elements="str"),
+            torrc_dir=dict(type="path", default="/etc/tor/torrc.d"),
             credentials=dict(type="raw", no_log=True),
             rpc_credentials=dict(
                 type="list",
@@ -415,12 +445,26 @@ def main():
     failure = None
     specs = []
     try:
+        for name in params["listed"] or []:
+            check_name("listed", name)
         specs = validate(params)
     except ValidationError as exc:
         failure = str(exc)
     if failure is not None:
         module.fail_json(msg=failure)
-    result = collect(params, specs)
+    unlisted = []
+    managed = {}
+    if params["listed"] is not None:
+        managed = list_managed(params["conf_dir"], params["torrc_dir"], params["datadir_root"])
+        unlisted = [
+            name
+            for name in unlisted_names(managed, params["listed"])
+            if params["names"] is None or name in params["names"]
+        ]
+    known = {spec["name"] for spec in specs}
+    result = collect(params, specs + [{"name": name} for name in unlisted if name not in known])
+    mark_unlisted(result, unlisted, managed)
+    result["summary"] = summarise(result["instances"])
     result["elapsed"] = round(time.monotonic() - started, 3)
     module.exit_json(changed=False, **result)
 

@@ -467,3 +467,18 @@ def test_changed_for_the_report_ignores_generated_at_and_uptimes():
     assert fleet_status_changed(new, _stat(), _slurp(old.replace("250090", "250091")), kind="report") is True
     with pytest.raises(Exception, match="kind must be textfile or report"):
         fleet_status_changed(new, _stat(), _slurp(old), kind="json")
+
+
+def test_an_unlisted_instance_is_counted_in_the_table_and_the_metrics():
+    # bitcoind_info (listed) reports an instance the inventory dropped as state "unlisted" (issue 11):
+    # the table's totals and the per-state gauges must show it, with what still runs.
+    dropped = instance("old1", state="unlisted", message="not in the inventory: program bitcoind-old1 RUNNING")
+    statuses = {"node-u": result(dropped, instance("ok1"))}
+    table = fleet_status_table(statuses)
+    assert table.splitlines()[-1] == "2 instance(s) on 1 host(s): up 1, unlisted 1"
+    assert "not in the inventory" in table
+    families = parse(fleet_status_prometheus(statuses["node-u"], "node-u", timestamp=1700000123))
+    by_state = {s.labels["state"]: s.value for s in families["nodefleet_bitcoind_instances"].samples}
+    assert by_state["unlisted"] == 1
+    states = {(s.labels["bitcoind"], s.labels["state"]): s.value for s in families["nodefleet_bitcoind_state"].samples}
+    assert states[("old1", "unlisted")] == 1 and states[("old1", "up")] == 0

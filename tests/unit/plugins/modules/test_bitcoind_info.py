@@ -383,6 +383,7 @@ def test_states_breakdown_and_supervisord_view(fake_bitcoind, fake_supervisord, 
         "auth_failed": 1,
         "error": 0,
         "restarting": 0,
+        "unlisted": 0,
         "total": 5,
     }
     assert result["supervisord"] == {"reachable": True, "error": ""}
@@ -499,3 +500,42 @@ def test_verificationprogress_is_a_float_when_core_prints_1():
     bitcoind_info.apply_rpc_answers(result, {"chain": "regtest", "verificationprogress": 1}, {}, [], 5)
     assert result["verificationprogress"] == 1.0
     assert isinstance(result["verificationprogress"], float)
+
+
+def test_listed_reports_a_managed_instance_the_inventory_dropped_as_unlisted(
+    fake_bitcoind, fake_supervisord, capsys, tmp_path
+):
+    from ansible_collections.nodefleet.bitcoin.plugins.module_utils.supervisord import HEADER
+
+    port = fake_bitcoind()
+    conf_dir, home = tmp_path / "conf.d", tmp_path / "home"
+    (home / "old1").mkdir(parents=True)
+    conf_dir.mkdir()
+    (home / "old1" / "bitcoin.conf").write_text(f"# instance=old1 impl=core\nchain=signet\n[signet]\nrpcport={port}\n")
+    (conf_dir / "bitcoind-old1.conf").write_text(
+        f"{HEADER}\n[program:bitcoind-old1]\ncommand=/opt/bitcoind -datadir={home}/old1\n"
+    )
+    (conf_dir / "bitcoind-hand1.conf").write_text("[program:bitcoind-hand1]\n")  # not ours: never unlisted
+    fake_supervisord["processes"] = [process("bitcoind-old1", "RUNNING", pid=4321, start=1, now=2)]
+    args = {
+        "instances": [spec("a", port)],
+        "listed": ["a"],
+        "conf_dir": str(conf_dir),
+        "datadir_root": str(home),
+        "torrc_dir": str(tmp_path / "torrc.d"),
+        "supervisor_url": fake_supervisord["url"],
+        "count_restarts": False,
+    }
+    result, _unused = run_module(args, capsys)
+    by_name = {i["name"]: i for i in result["instances"]}
+    assert sorted(by_name) == ["a", "old1"]
+    assert by_name["a"]["state"] == "up"
+    old = by_name["old1"]
+    assert old["state"] == "unlisted" and old["supervisord"]["pid"] == 4321
+    assert "not in the inventory" in old["message"] and "pid 4321" in old["message"]
+    assert str(port) in old["message"]  # the fake bitcoind listens on the instance's rpcport
+    assert result["summary"]["unlisted"] == 1 and result["summary"]["total"] == 2
+    # Without listed, nothing is unlisted (and the dropped instance is not queried).
+    del args["listed"]
+    result, _unused = run_module(args, capsys)
+    assert [i["name"] for i in result["instances"]] == ["a"] and result["summary"]["unlisted"] == 0
