@@ -3,8 +3,9 @@
 """The node collector (roles/monitoring/files/nodefleet_collector.py) on this machine.
 
 The collector is installed into a temp dir the way the monitoring role installs it on a node
-(the script + the module_utils listed in roles/monitoring/vars/main.yml + empty __init__.py
-files) and run with ``python -I -S``: no site-packages, so no Ansible - as on a node. Stand-in
+(the zip application the role's builder makes: the script + the module_utils listed in
+roles/monitoring/vars/main.yml + empty __init__.py files) and run with ``python -I -S``: no
+site-packages, so no Ansible - as on a node. Stand-in
 daemons run under a real supervisord (tests/integration/test_bitcoind_info.py's helpers).
 
 - it writes the same metrics as the module + render_textfile (the status playbook's path), apart
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -59,16 +59,29 @@ HOST = "node1"
 
 
 def install_collector(root: Path) -> Path:
-    """What the role's collector.yml does, into ``root``; returns the script's path."""
+    """What the role's collector.yml does, into ``root``: the zip application built by the role's
+    builder from the module_utils list in vars/main.yml; returns the archive's path."""
     role_vars = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
-    for package in role_vars["monitoring__packages"]:
-        (root / package).mkdir(parents=True, exist_ok=True)
-        (root / package / "__init__.py").write_text("")
-    utils = root / role_vars["monitoring__packages"][-1]
-    for name in role_vars["monitoring__module_utils"]:
-        shutil.copy(REPO / "plugins" / "module_utils" / name, utils / name)
-    script = root / "nodefleet_collector.py"
-    shutil.copy(ROLE / "files" / "nodefleet_collector.py", script)
+    root.mkdir(parents=True, exist_ok=True)
+    names = [f"--name={name}" for name in role_vars["monitoring__module_utils"]]
+    built = subprocess.run(
+        [
+            sys.executable,
+            str(ROLE / "files" / "build_collector_zipapp.py"),
+            "--collector",
+            str(ROLE / "files" / "nodefleet_collector.py"),
+            "--module-utils-dir",
+            str(REPO / "plugins" / "module_utils"),
+            "--out-dir",
+            str(root),
+            *names,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    script = Path(json.loads(built.stdout)["path"])
+    assert script.name == role_vars["monitoring__collector_archive"]
     return script
 
 
