@@ -42,6 +42,7 @@ from ansible_collections.nodefleet.bitcoin.tests.integration.test_bitcoind_info 
     wait_all_up,
     write_instance,
 )
+from ansible_collections.nodefleet.bitcoin.tests.unit.roles.test_collector_zipapp import build as build_collector
 
 from tests.integration import promtool  # the same import as test_monitoring_files.py
 
@@ -63,23 +64,8 @@ def install_collector(root: Path) -> Path:
     builder from the module_utils list in vars/main.yml; returns the archive's path."""
     role_vars = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
     root.mkdir(parents=True, exist_ok=True)
-    names = [f"--name={name}" for name in role_vars["monitoring__module_utils"]]
-    built = subprocess.run(
-        [
-            sys.executable,
-            str(ROLE / "files" / "build_collector_zipapp.py"),
-            "--collector",
-            str(ROLE / "files" / "nodefleet_collector.py"),
-            "--module-utils-dir",
-            str(REPO / "plugins" / "module_utils"),
-            "--out-dir",
-            str(root),
-            *names,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    built = build_collector(root)
+    assert built.returncode == 0, built.stderr
     script = Path(json.loads(built.stdout)["path"])
     assert script.name == role_vars["monitoring__collector_archive"]
     return script
