@@ -92,7 +92,7 @@ def write_inventory(count: int) -> Path:
         "fleet": {
             "hosts": {HOST: {"ansible_host": CONTAINER, "nodefleet_container_name": CONTAINER}},
             "vars": {
-                "ansible_connection": "containers.podman.podman",
+                "ansible_connection": "podman_pipelined",
                 "ansible_python_interpreter": "/usr/bin/python3",
             },
         }

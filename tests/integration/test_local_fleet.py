@@ -202,7 +202,7 @@ def fleet(tmp_path):
     lines = ["fleet:", "  hosts:"]
     for host in hosts:
         lines += [f"    {host}:", f"      ansible_host: nodefleet-{host}"]
-    lines += ["  vars:", "    ansible_connection: containers.podman.podman"]
+    lines += ["  vars:", "    ansible_connection: podman_pipelined"]
     inventory = tmp_path / "hosts.yml"
     inventory.write_text("\n".join(lines) + "\n")
     containers = [f"nodefleet-{host}" for host in hosts]
