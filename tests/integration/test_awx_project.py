@@ -28,6 +28,9 @@ from tests.integration.ci_gate import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+EE = REPO / "execution-environment.yml"
+# AWX's project sync (offline here: the requirements name no collection from a server).
+GALAXY_INSTALL = ("collection", "install", "--offline", "-r", "collections/requirements.yml")
 ROOT_PLAYBOOKS = ("site.yml", "status.yml", "heal.yml", "instance.yml", "upgrade.yml")
 
 
@@ -61,7 +64,7 @@ def synced(project):
     """What AWX's project sync leaves: the collections installed from collections/requirements.yml."""
     dest = project.parent / "requirements_collections"
     proc = subprocess.run(
-        [tool("ansible-galaxy"), "collection", "install", "-r", "collections/requirements.yml", "--collections-path", str(dest), "--offline"],
+        [tool("ansible-galaxy"), *GALAXY_INSTALL, "--collections-path", str(dest)],
         cwd=project,
         env=clean_env(),
         capture_output=True,
@@ -75,7 +78,8 @@ def synced(project):
 
 def test_project_sync_installs_this_checkouts_collection_and_nothing_else(synced):
     galaxy = yaml.safe_load((REPO / "galaxy.yml").read_text())
-    installed = sorted(p.relative_to(synced / "ansible_collections").as_posix() for p in (synced / "ansible_collections").glob("*/*"))
+    root = synced / "ansible_collections"
+    installed = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*"))
     assert installed == ["nodefleet/bitcoin"], installed
     tree = synced / "ansible_collections" / "nodefleet" / "bitcoin"
     manifest = json.loads((tree / "MANIFEST.json").read_text())["collection_info"]
@@ -106,7 +110,7 @@ def test_root_playbooks_resolve_against_the_synced_collection(project, synced, p
 def test_execution_environment_context_is_built_offline_with_pinned_parts(tmp_path):
     context = tmp_path / "context"
     proc = subprocess.run(
-        [tool("ansible-builder"), "create", "-f", str(REPO / "execution-environment.yml"), "-c", str(context), "--output-filename", "Containerfile"],
+        [tool("ansible-builder"), "create", "-c", str(context), "--output-filename", "Containerfile", "-f", str(EE)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
