@@ -141,11 +141,12 @@ def play_seconds(play: dict) -> float:
     return parse_time(duration["end"]) - parse_time(duration["start"])
 
 
-def module_executions(plays: list[dict]) -> int:
+def module_executions(plays: list[dict], host: str = HOST) -> int:
+    """Module executions on ``host`` in the JSON callback's ``plays`` (loop items one by one)."""
     count = 0
     for play in plays:
         for task in play["tasks"]:
-            result = task["hosts"].get(HOST)
+            result = task["hosts"].get(host)
             if result is None or result.get("skipped"):
                 continue
             action = result.get("action") or task["task"].get("action", "")
