@@ -176,6 +176,9 @@ def main() -> None:
     for n in args.sizes:
         rows.append(measure(n, args.keep and n == args.sizes[-1]))
         print(json.dumps(rows[-1]), flush=True)
+        if args.out:  # after every size: a long run that is stopped keeps what it measured
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(rows, indent=2) + "\n")
     print()
     print(
         "| nodes x instances | fresh converge s | no-op converge s | changed | module executions per host "
@@ -211,9 +214,6 @@ def main() -> None:
                 "%s grows by %.2f s per added node (%d -> %d nodes)"
                 % (key, (last[key] - first[key]) / span, first["nodes"], last["nodes"])
             )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":
