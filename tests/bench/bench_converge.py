@@ -81,13 +81,19 @@ def instances(count: int) -> list[dict]:
     return out
 
 
+def fresh_inventory_dir(path: Path) -> None:
+    """Empty ``path`` with host_vars/ and the demo's fleet-wide group_vars (releases, signers,
+    fleet peering, onion key backups, fast start/stop). ``path`` must be two levels below the
+    repository: the demo's group_vars find build/release at inventory_dir/../../."""
+    if path.exists():
+        shutil.rmtree(path)
+    (path / "host_vars").mkdir(parents=True)
+    (path / "group_vars").mkdir()
+    shutil.copytree(ROOT / "inventories" / "demo" / "group_vars" / "fleet", path / "group_vars" / "fleet")
+
+
 def write_inventory(count: int) -> Path:
-    if INVENTORY_DIR.exists():
-        shutil.rmtree(INVENTORY_DIR)
-    (INVENTORY_DIR / "host_vars").mkdir(parents=True)
-    (INVENTORY_DIR / "group_vars").mkdir()
-    # The demo's fleet-wide settings (stand-in releases, signers, fast start/stop).
-    shutil.copytree(ROOT / "inventories" / "demo" / "group_vars" / "fleet", INVENTORY_DIR / "group_vars" / "fleet")
+    fresh_inventory_dir(INVENTORY_DIR)
     hosts = {
         "fleet": {
             "hosts": {HOST: {"ansible_host": CONTAINER, "nodefleet_container_name": CONTAINER}},

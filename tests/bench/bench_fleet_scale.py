@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_converge import ROOT, changed_count, env, module_executions
+from bench_converge import ROOT, changed_count, env, fresh_inventory_dir, module_executions
 
 INVENTORY_DIR = ROOT / ".cache" / "bench-scale"  # inventory_dir/../../build/release: the demo's releases
 INSTANCES_PER_NODE = 5
@@ -49,12 +48,7 @@ def host_name(i: int) -> str:
 
 
 def write_inventory(nodes: int) -> Path:
-    if INVENTORY_DIR.exists():
-        shutil.rmtree(INVENTORY_DIR)
-    (INVENTORY_DIR / "host_vars").mkdir(parents=True)
-    (INVENTORY_DIR / "group_vars").mkdir()
-    # The demo's fleet-wide settings: releases and signers, fleet peering, onion key backups.
-    shutil.copytree(ROOT / "inventories" / "demo" / "group_vars" / "fleet", INVENTORY_DIR / "group_vars" / "fleet")
+    fresh_inventory_dir(INVENTORY_DIR)
     hosts = {}
     for n in range(1, nodes + 1):
         name = host_name(n)

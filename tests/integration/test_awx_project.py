@@ -148,4 +148,3 @@ def test_a_broken_execution_environment_is_refused(tmp_path):
     )
     assert proc.returncode != 0
     assert "ansible_kore" in proc.stdout + proc.stderr
-    shutil.rmtree(tmp_path / "context", ignore_errors=True)
