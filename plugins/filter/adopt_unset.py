@@ -39,10 +39,12 @@ _value:
   elements: dict
 """
 
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.adopt import unset_settings  # noqa: E402
-
 
 def adopt_unset(previous, conf_options):
+    # Imported on use: Ansible loads every filter file of the collection in each worker that resolves
+    # any of its filters (plugins/filter/README.md), so a module-level import would cost every task.
+    from ansible_collections.nodefleet.bitcoin.plugins.module_utils.adopt import unset_settings
+
     return unset_settings(list(previous or []), list(conf_options or []))
 
 

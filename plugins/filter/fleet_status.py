@@ -56,17 +56,27 @@ except ImportError:  # pragma: no cover - ansible is always present where filter
 
 # One list of state names (bitcoind_info decides them) and of peer categories (the peer
 # classification): imported, never repeated here.
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.cgroup import format_resources
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.instance_states import STATES
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.metrics import (
-    MetricsError,
-    fleet_view,
-    render_fleet_textfile,
-    render_textfile,
-    stable_text,
-    stale_tip_seconds,
-)
 from ansible_collections.nodefleet.bitcoin.plugins.module_utils.peer_classify import CATEGORIES
+
+
+def _metrics():
+    """module_utils.metrics (and through it cgroup), imported on first use.
+
+    Ansible loads every filter file of the collection in each worker that resolves any of its
+    filters (plugins/filter/README.md): a module-level import of these big modules would cost
+    every task of a converge, not only the status play that uses them.
+    """
+    from ansible_collections.nodefleet.bitcoin.plugins.module_utils import metrics
+
+    return metrics
+
+
+def format_resources(resources):
+    from ansible_collections.nodefleet.bitcoin.plugins.module_utils.cgroup import format_resources as fmt
+
+    return fmt(resources)
+
 
 CATEGORY_SHORT = ("LR", "KN", "C30+", "C<30", "OT")
 NO_DATA = "no data"
@@ -231,7 +241,7 @@ def format_behind(value) -> str:
 
 
 def table_rows(statuses, timestamp=None) -> list:
-    behind = fleet_view(_check_statuses(statuses))["behind"]
+    behind = _metrics().fleet_view(_check_statuses(statuses))["behind"]
     rows = []
     for host in sorted(statuses):
         result = statuses[host]
@@ -249,7 +259,7 @@ def table_rows(statuses, timestamp=None) -> list:
                     format_state(instance),
                     format_height(instance),
                     format_behind(behind.get(host, {}).get(str(instance.get("name")))),
-                    format_duration(stale_tip_seconds(instance, timestamp)),
+                    format_duration(_metrics().stale_tip_seconds(instance, timestamp)),
                     format_progress(instance.get("verificationprogress")),
                     format_peers(instance),
                     format_ports(instance),
@@ -303,7 +313,7 @@ FLEET_TIP_SCOPE = "hosts in this run"
 
 def fleet_status_report(statuses, generated_at=None, timestamp=None, limit=None) -> dict:
     """The controller-side JSON document (see module docstring)."""
-    view = fleet_view(_check_statuses(statuses))
+    view = _metrics().fleet_view(_check_statuses(statuses))
     hosts = {}
     for host in sorted(statuses):
         result = statuses[host]
@@ -313,7 +323,7 @@ def fleet_status_report(statuses, generated_at=None, timestamp=None, limit=None)
             for instance in sorted(result["instances"], key=lambda i: str(i.get("name", ""))):
                 entry = dict(instance)
                 entry["blocks_behind"] = view["behind"].get(host, {}).get(str(instance.get("name")))
-                entry["stale_tip_seconds"] = stale_tip_seconds(instance, timestamp)
+                entry["stale_tip_seconds"] = _metrics().stale_tip_seconds(instance, timestamp)
                 instances.append(entry)
         hosts[str(host)] = {
             "ok": ok,
@@ -375,22 +385,22 @@ def fleet_status_report_stable(report) -> dict:
 def fleet_status_prometheus(result, host, timestamp=None) -> str:
     """node_exporter textfile text for one host's ``bitcoind_info`` result (metrics.render_textfile)."""
     try:
-        return render_textfile(host, result if isinstance(result, dict) else {}, timestamp)
-    except MetricsError as exc:
+        return _metrics().render_textfile(host, result if isinstance(result, dict) else {}, timestamp)
+    except _metrics().MetricsError as exc:
         raise AnsibleFilterError(f"fleet_status_prometheus: {exc}") from None
 
 
 def fleet_status_fleet_prometheus(statuses, host, timestamp=None) -> str:
     """The fleet file (blocks_behind, per-network best height) for ``host`` (metrics.render_fleet_textfile)."""
     try:
-        return render_fleet_textfile(host, _check_statuses(statuses), timestamp)
-    except MetricsError as exc:
+        return _metrics().render_fleet_textfile(host, _check_statuses(statuses), timestamp)
+    except _metrics().MetricsError as exc:
         raise AnsibleFilterError(f"fleet_status_fleet_prometheus: {exc}") from None
 
 
 def fleet_status_stable(text) -> str:
     """Textfile text without the clock-driven samples (metrics.stable_text), for changed_when."""
-    return stable_text(text)
+    return _metrics().stable_text(text)
 
 
 def fleet_status_changed(new, stat_result, slurp_result=None, kind="textfile", mode="0644") -> bool:
@@ -417,7 +427,7 @@ def fleet_status_changed(new, stat_result, slurp_result=None, kind="textfile", m
     if kind == "report":
         new_report = json.loads(new) if isinstance(new, str) else new
         return fleet_status_report_stable(new_report) != fleet_status_report_stable(old)
-    return stable_text(new if isinstance(new, str) else "") != stable_text(old)
+    return _metrics().stable_text(new if isinstance(new, str) else "") != _metrics().stable_text(old)
 
 
 class FilterModule:

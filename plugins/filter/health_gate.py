@@ -13,10 +13,12 @@ try:
 except ImportError:  # pragma: no cover - ansible is always present where filters run
     AnsibleFilterError = ValueError  # type: ignore[misc,assignment]
 
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.health_gate import GateInputError, evaluate
-
 
 def health_gate(after, before=None, expect=None, thresholds=None, now=None, host=None, name=None):
+    # Imported on use: Ansible loads every filter file of the collection in each worker that resolves
+    # any of its filters (plugins/filter/README.md), so a module-level import would cost every task.
+    from ansible_collections.nodefleet.bitcoin.plugins.module_utils.health_gate import GateInputError, evaluate
+
     try:
         if now is not None:
             now = float(now)

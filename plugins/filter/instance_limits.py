@@ -4,9 +4,6 @@
 
 from __future__ import annotations
 
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils import cgroup
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import ValidationError
-
 try:
     from ansible.errors import AnsibleFilterError
 except ImportError:  # pragma: no cover - ansible is always present where filters run
@@ -69,11 +66,18 @@ _value:
 def instance_limits(
     instances,
     defaults=None,
-    overhead_mib=cgroup.DEFAULT_OVERHEAD_MIB,
+    overhead_mib=None,
     user="bitcoin",
     group="bitcoin",
     bind_to="supervisor.service",
 ):
+    # Imported on use: Ansible loads every filter file of the collection in each worker that resolves
+    # any of its filters (plugins/filter/README.md), so a module-level import would cost every task.
+    from ansible_collections.nodefleet.bitcoin.plugins.module_utils import cgroup
+    from ansible_collections.nodefleet.bitcoin.plugins.module_utils.common import ValidationError
+
+    if overhead_mib is None:
+        overhead_mib = cgroup.DEFAULT_OVERHEAD_MIB
     if not isinstance(instances, list):
         raise AnsibleFilterError("instance_limits: expects the list bitcoind_instances")
     try:

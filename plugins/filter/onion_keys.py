@@ -11,8 +11,6 @@ import hashlib
 import os
 from collections.abc import Mapping
 
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.tor import SECRET_KEY_HEADER, SECRET_KEY_SIZE
-
 try:
     from ansible.errors import AnsibleFilterError
 except ImportError:  # pragma: no cover - ansible is always present where filters run
@@ -34,6 +32,15 @@ class OnionKeysError(ValueError):
 _P = 2**255 - 19
 _D = -121665 * pow(121666, _P - 2, _P) % _P
 _SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def __getattr__(name):
+    # tor's key file constants, still importable from here, loaded on first use (see onion_address_of_key).
+    if name in ("SECRET_KEY_HEADER", "SECRET_KEY_SIZE"):
+        from ansible_collections.nodefleet.bitcoin.plugins.module_utils import tor
+
+        return getattr(tor, name)
+    raise AttributeError(name)
 
 
 def _recover_x(y: int) -> int:
@@ -72,6 +79,10 @@ def _public_key(scalar: int) -> bytes:
 
 def onion_address_of_key(raw: bytes) -> str:
     """The v3 onion address of an ``hs_ed25519_secret_key`` file's content (96 bytes)."""
+    # Imported on use: Ansible loads every filter file of the collection in each worker that resolves
+    # any of its filters (plugins/filter/README.md), so a module-level import would cost every task.
+    from ansible_collections.nodefleet.bitcoin.plugins.module_utils.tor import SECRET_KEY_HEADER, SECRET_KEY_SIZE
+
     if len(raw) != SECRET_KEY_SIZE or not raw.startswith(SECRET_KEY_HEADER):
         raise ValueError("not an hs_ed25519_secret_key")
     pubkey = _public_key(int.from_bytes(raw[32:64], "little"))

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-from ansible_collections.nodefleet.bitcoin.plugins.module_utils.managed import port_conflicts
-
 DOCUMENTATION = r"""
 name: unlisted_port_conflicts
 short_description: Ports of the plan still held by instances the inventory no longer lists
@@ -49,6 +47,10 @@ _value:
 
 
 def unlisted_port_conflicts(plan, unlisted):
+    # Imported on use: Ansible loads every filter file of the collection in each worker that resolves
+    # any of its filters (plugins/filter/README.md), so a module-level import would cost every task.
+    from ansible_collections.nodefleet.bitcoin.plugins.module_utils.managed import port_conflicts
+
     return port_conflicts(plan or {}, unlisted or [])
 
 

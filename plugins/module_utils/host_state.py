@@ -134,7 +134,9 @@ def last_matching_line(path: str, regexp: str) -> dict:
     try:
         pattern = re.compile(regexp.encode("utf-8", "surrogateescape"))
     except re.error as exc:
-        raise ValueError("lines: regexp %r for %s is not a valid regular expression: %s" % (regexp, path, exc)) from None
+        raise ValueError(
+            "lines: regexp %r for %s is not a valid regular expression: %s" % (regexp, path, exc)
+        ) from None  # noqa: E501
     data = _read_regular(path, MAX_CHECKSUM_BYTES)
     if data is None:
         return {"path": path, "regexp": regexp, "readable": False, "line": None}
@@ -211,13 +213,14 @@ def gather(paths=(), dirs=(), packages=(), units=(), users=(), groups=(), lines=
         "warnings": [],
     }
     if packages:
-        rc, out, err = run(["dpkg-query", "-W", "-f", "${Package}\\t${db:Status-Abbrev}\\t${Version}\\n", "--"] + list(packages))
+        fmt = "${Package}\\t${db:Status-Abbrev}\\t${Version}\\n"
+        rc, out, err = run(["dpkg-query", "-W", "-f", fmt, "--", *packages])
         found = parse_dpkg_query(out)
         state["packages"] = {p: found.get(p, {"installed": False, "version": None}) for p in packages}
         if rc not in (0, 1):
             state["warnings"].append("dpkg-query exited %s: %s" % (rc, err.strip()))
     if units:
-        rc, out, err = run(["systemctl", "show", "--property=" + ",".join(UNIT_PROPERTIES), "--"] + list(units))
+        rc, out, err = run(["systemctl", "show", "--property=" + ",".join(UNIT_PROPERTIES), "--", *units])
         if rc == 0:
             found = parse_systemctl_show(out)
             state["units"] = {u: found[u] for u in units if u in found}
@@ -230,23 +233,26 @@ def gather(paths=(), dirs=(), packages=(), units=(), users=(), groups=(), lines=
 
 
 def _mode(value) -> int | None:
-    if value is None:
-        return None
+    """An octal mode ('0644', '644', 0o644); None for anything else (symbolic, 'preserve'): not provable."""
     if isinstance(value, int):
         return value
-    return int(str(value), 8)
+    try:
+        return int(str(value), 8)
+    except (TypeError, ValueError):
+        return None
+
+
+def _id_ok(entry: dict, wanted, name_key: str, id_key: str) -> bool:
+    # As the file module resolves them: a numeric string is an id, anything else a name.
+    wanted = str(wanted)
+    if wanted.isdigit():
+        return entry.get(id_key) == int(wanted)
+    return entry.get(name_key) == wanted
 
 
 def _who_ok(entry: dict, owner, group) -> bool:
-    if owner is not None:
-        owner = str(owner)
-        if not (entry.get("owner") == owner or (owner.isdigit() and entry.get("uid") == int(owner))):
-            return False
-    if group is not None:
-        group = str(group)
-        if not (entry.get("group") == group or (group.isdigit() and entry.get("gid") == int(group))):
-            return False
-    return True
+    owner_ok = owner is None or _id_ok(entry, owner, "owner", "uid")
+    return owner_ok and (group is None or _id_ok(entry, group, "group", "gid"))
 
 
 def path_ok(host: dict, path: str, state: str, owner=None, group=None, mode=None, sha256=None, target=None) -> bool:
@@ -256,18 +262,14 @@ def path_ok(host: dict, path: str, state: str, owner=None, group=None, mode=None
         return False
     if state == "absent":
         return entry["exists"] is False
-    if not entry["exists"] or entry.get("type") != state:
+    if not entry["exists"] or entry.get("type") != state or not _who_ok(entry, owner, group):
         return False
     if state == "link":
         # file state=link manages the link itself: its target, owner and group (lchown), never its mode.
-        return (target is None or entry.get("target") == target) and _who_ok(entry, owner, group)
-    if not _who_ok(entry, owner, group):
+        return target is None or entry.get("target") == target
+    if mode is not None and (_mode(mode) is None or _mode(entry.get("mode")) != _mode(mode)):
         return False
-    if mode is not None and _mode(entry.get("mode")) != _mode(mode):
-        return False
-    if sha256 is not None and entry.get("sha256") != sha256:
-        return False
-    return True
+    return sha256 is None or entry.get("sha256") == sha256
 
 
 def line_ok(host: dict, path: str, regexp: str, line: str) -> bool:
@@ -296,9 +298,7 @@ def unit_ok(host: dict, name: str, enabled=None, started=None) -> bool:
         return False
     if enabled and unit.get("unit_file") != "enabled":
         return False
-    if started and unit.get("active") not in RUNNING_STATES:
-        return False
-    return True
+    return not started or unit.get("active") in RUNNING_STATES
 
 
 def group_ok(host: dict, name: str) -> bool:
@@ -306,7 +306,7 @@ def group_ok(host: dict, name: str) -> bool:
 
 
 def user_ok(host: dict, name: str, group=None, home=None, shell=None) -> bool:
-    """Would user (state present, update_password on_create) change nothing for ``name``?"""
+    """Would user (state present, update_password on_create, create_home false) change nothing for ``name``?"""
     host = host or {}
     user = host.get("users", {}).get(name, {})
     if user.get("exists") is not True:
@@ -315,11 +315,8 @@ def user_ok(host: dict, name: str, group=None, home=None, shell=None) -> bool:
         gr = host.get("groups", {}).get(str(group), {})
         if gr.get("exists") is not True or gr.get("gid") != user.get("gid"):
             return False
-    if home is not None and user.get("home") != home:
-        return False
-    if shell is not None and user.get("shell") != shell:
-        return False
-    return True
+    home_ok = home is None or user.get("home") == home
+    return home_ok and (shell is None or user.get("shell") == shell)
 
 
 def dir_entries(host: dict, path: str, entry_type=None) -> list:
