@@ -136,7 +136,7 @@ def last_matching_line(path: str, regexp: str) -> dict:
     except re.error as exc:
         raise ValueError(
             "lines: regexp %r for %s is not a valid regular expression: %s" % (regexp, path, exc)
-        ) from None  # noqa: E501
+        ) from None
     data = _read_regular(path, MAX_CHECKSUM_BYTES)
     if data is None:
         return {"path": path, "regexp": regexp, "readable": False, "line": None}
