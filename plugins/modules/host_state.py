@@ -20,7 +20,7 @@ description:
     its handlers.
   - Anything that cannot be read (a unit systemd does not know, a file too big or not regular) is returned as
     unknown, and the filters answer that the task must run.
-  - Do not list files that hold secrets in O(paths): their sha256 is returned.
+  - Do not list files that hold secrets in O(paths), because their sha256 is returned.
 author:
   - nodefleet.bitcoin contributors (@nodefleet)
 extends_documentation_fragment:
