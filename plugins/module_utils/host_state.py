@@ -64,15 +64,13 @@ def _read_regular(path: str, limit: int) -> bytes | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
             return None
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            if sum(len(c) for c in chunks) > limit:
+        data = bytearray()
+        # The file may grow after fstat: stop at the limit, never read it all.
+        while chunk := os.read(fd, 1 << 20):
+            data += chunk
+            if len(data) > limit:
                 return None
-        return b"".join(chunks)
+        return bytes(data)
     finally:
         os.close(fd)
 
