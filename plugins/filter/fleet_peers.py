@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 
 from ansible_collections.nodefleet.bitcoin.plugins.filter.port_plan import PortPlanError, plan_ports
@@ -45,6 +46,10 @@ description:
     C(bitcoind_port_slots), C(bitcoind_reserved_ports)), so the line is the port the peer really listens on.
   - The order is stable - by host name, then instance name - so an unchanged fleet renders an unchanged
     bitcoin.conf.
+  - "A run on part of the fleet is refused: with O(fleet_size) set, the input must hold exactly that many hosts. An
+    AWX job slice gets a pared-down inventory (only the slice's hosts), and peering computed from it would drop
+    the other hosts' lines and restart their instances. C(--limit) keeps the whole inventory, so a limited run
+    passes. The bitcoind role requires O(fleet_size) (C(bitcoind_fleet_size)) when this host peers."
   - A peer host whose inventory cannot be planned (a port collision, a bad value) is left out with a
     warning - its own converge fails on it - so one bad host does not stop the others; a bad inventory
     of O(this_host) fails.
@@ -75,6 +80,12 @@ options:
   onion_dir:
     description: The controller's onion key backup directory (C(bitcoind_onion_key_backup_dir), expanded).
     type: str
+  fleet_size:
+    description:
+      - How many hosts the fleet has (C(bitcoind_fleet_size)). When the option is given (null included) and this host
+        peers, a whole number is required and the input must hold exactly that many hosts. Leave the option out to
+        skip the check.
+    type: raw
   defaults:
     description:
       - Values used for a host whose inventory does not set them (the bitcoind role's defaults) -
@@ -244,8 +255,31 @@ def _display_warning(message: str) -> None:
         pass
 
 
+def check_fleet_size(hosts, fleet_size) -> None:
+    """Refuse a run whose inventory holds another number of fleet hosts than ``fleet_size``."""
+    if isinstance(fleet_size, bool) or not re.match(r"^[0-9]+\Z", str(fleet_size)):
+        raise FleetPeersError(f"bitcoind_fleet_size ({fleet_size!r}) must be a whole number of hosts")
+    held = len({str(h) for h in hosts})
+    if held != int(fleet_size):
+        raise FleetPeersError(
+            f"bitcoind_fleet_size: this inventory holds {held} hosts of the fleet group, bitcoind_fleet_size says"
+            f" {int(fleet_size)}. Fleet peering from part of the fleet (an AWX job slice, a pared-down inventory) would"
+            " drop the other hosts' addnode lines and restart their instances: run site.yml unsliced (--limit is"
+            f" fine). If the fleet really has {held} hosts now, set bitcoind_fleet_size to {held}."
+        )
+
+
 def select_peers(
-    hosts, hostvars, this_host, instances=None, onion=False, onion_dir=None, defaults=None, warn=_display_warning
+    hosts,
+    hostvars,
+    this_host,
+    instances=None,
+    onion=False,
+    onion_dir=None,
+    defaults=None,
+    warn=_display_warning,
+    fleet_size=None,
+    require_fleet_size=False,
 ) -> dict:
     """Pure selection behind the filter; raises FleetPeersError on a bad inventory of this host
     (a peer host whose inventory cannot be planned is left out with a warning)."""
@@ -260,6 +294,14 @@ def select_peers(
         f"host {this_host!r}: bitcoind_fleet_peering", host_setting(this_host, hostvars, settings, "fleet_peering")
     ):
         return result
+    if fleet_size is None and require_fleet_size:
+        raise FleetPeersError(
+            f"bitcoind_fleet_size must be set when bitcoind_fleet_peering is true: the number of hosts of the fleet"
+            f" group (this inventory holds {len({str(h) for h in hosts})}), so that a run on part of the fleet is"
+            " refused instead of dropping the other hosts' peers"
+        )
+    if fleet_size is not None:
+        check_fleet_size(hosts, fleet_size)
     for host in sorted({str(h) for h in hosts} - {str(this_host)}):
         if not _bool(f"host {host!r}: bitcoind_fleet_peering", host_setting(host, hostvars, settings, "fleet_peering")):
             continue
@@ -280,10 +322,29 @@ def select_peers(
     return result
 
 
-def fleet_peers(hosts, hostvars, this_host, instances=None, onion=False, onion_dir=None, defaults=None):
-    """Jinja2 filter wrapper: FleetPeersError -> AnsibleFilterError with the same message."""
+_UNSET = object()
+
+
+def fleet_peers(
+    hosts, hostvars, this_host, instances=None, onion=False, onion_dir=None, defaults=None, fleet_size=_UNSET
+):
+    """Jinja2 filter wrapper: FleetPeersError -> AnsibleFilterError with the same message.
+
+    ``fleet_size`` given (the role always passes ``bitcoind_fleet_size``, null included) makes it
+    required when this host peers; not given at all, the check is skipped.
+    """
     try:
-        return select_peers(hosts, hostvars, this_host, instances, onion, onion_dir, defaults)
+        return select_peers(
+            hosts,
+            hostvars,
+            this_host,
+            instances,
+            onion,
+            onion_dir,
+            defaults,
+            fleet_size=None if fleet_size is _UNSET else fleet_size,
+            require_fleet_size=fleet_size is not _UNSET,
+        )
     except FleetPeersError as exc:
         raise AnsibleFilterError(str(exc)) from exc
 

@@ -11,12 +11,12 @@ Filters (all pure, no I/O; the state names and peer categories come from module_
     the fleet view (best height of the instance's network among ``statuses`` minus its
     height); TIP AGE needs ``timestamp`` (now, epoch seconds).
 
-``statuses | nodefleet.bitcoin.fleet_status_report(generated_at=..., timestamp=None, limit=None)``
+``statuses | nodefleet.bitcoin.fleet_status_report(generated_at=..., timestamp=None, limit=None, inventory_hosts=None)``
     The JSON document written on the controller: ``{generated_at, summary, fleet, hosts:
     {host: {ok, error, summary, supervisord, instances}}}``; instance entries are the module's
     plus ``blocks_behind`` and ``stale_tip_seconds`` (credentials are never part of them).
     ``fleet`` says what the fleet view was computed from (``fleet_tip_scope``: the hosts
-    in this run, never more).
+    in this run, never more; ``hosts_outside_run``: the ``inventory_hosts`` it left out).
 
 ``report | nodefleet.bitcoin.fleet_status_report_stable``
     The report without the values that move with the clock alone (generated_at, uptimes,
@@ -32,7 +32,7 @@ Filters (all pure, no I/O; the state names and peer categories come from module_
     node_exporter textfile-collector text for one host: ``metrics.render_textfile``, the
     same function the node collector calls. See docs/status.md for the metric list.
 
-``statuses | nodefleet.bitcoin.fleet_status_fleet_prometheus(host, timestamp=None)``
+``statuses | nodefleet.bitcoin.fleet_status_fleet_prometheus(host, timestamp=None, hosts_expected=None)``
     The fleet file of ``host`` (``nodefleet_fleet.prom``): ``metrics.render_fleet_textfile``.
 
 ``text | nodefleet.bitcoin.fleet_status_stable``
@@ -311,7 +311,7 @@ def fleet_status_table(statuses, timestamp=None) -> str:
 FLEET_TIP_SCOPE = "hosts in this run"
 
 
-def fleet_status_report(statuses, generated_at=None, timestamp=None, limit=None) -> dict:
+def fleet_status_report(statuses, generated_at=None, timestamp=None, limit=None, inventory_hosts=None) -> dict:
     """The controller-side JSON document (see module docstring)."""
     view = _metrics().fleet_view(_check_statuses(statuses))
     hosts = {}
@@ -339,6 +339,8 @@ def fleet_status_report(statuses, generated_at=None, timestamp=None, limit=None)
         "limit": limit or None,
         "hosts": sorted(str(h) for h in statuses),
         "hosts_with_data": view["hosts_seen"],
+        # Said, never guessed: the hosts the fleet view should have covered and did not.
+        "hosts_outside_run": sorted({str(h) for h in (inventory_hosts or [])} - {str(h) for h in statuses}),
         "best_blocks": view["tips"],
     }
     return {"generated_at": generated_at, "summary": fleet_totals(statuses), "fleet": fleet, "hosts": hosts}
@@ -390,10 +392,10 @@ def fleet_status_prometheus(result, host, timestamp=None) -> str:
         raise AnsibleFilterError(f"fleet_status_prometheus: {exc}") from None
 
 
-def fleet_status_fleet_prometheus(statuses, host, timestamp=None) -> str:
+def fleet_status_fleet_prometheus(statuses, host, timestamp=None, hosts_expected=None) -> str:
     """The fleet file (blocks_behind, per-network best height) for ``host`` (metrics.render_fleet_textfile)."""
     try:
-        return _metrics().render_fleet_textfile(host, _check_statuses(statuses), timestamp)
+        return _metrics().render_fleet_textfile(host, _check_statuses(statuses), timestamp, hosts_expected)
     except _metrics().MetricsError as exc:
         raise AnsibleFilterError(f"fleet_status_fleet_prometheus: {exc}") from None
 

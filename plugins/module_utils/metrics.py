@@ -20,8 +20,10 @@ counters end in ``_total``, ratios in ``_ratio``, durations and times in ``_seco
   happened (timestamps, ages, uptimes, query times); :func:`stable_text` drops them so a caller
   can tell "something changed" from "only the clock moved".
 - :func:`render_textfile`: one host's ``bitcoind_info`` result -> textfile text.
-- :func:`fleet_view`: per instance ``blocks_behind`` (best height of its network across the
-  given results minus its height); :func:`render_fleet_textfile` renders it for one host.
+- :func:`fleet_view`: per instance ``blocks_behind`` (the best chain height of its network that
+  the given results know of, minus its height); :func:`render_fleet_textfile` renders it for one
+  host. The best height counts each instance's ``headers`` too: the best header chain its own
+  peers announced, which a run over a slice of the fleet sees as well as a full run.
 - :func:`stale_tip_seconds`: seconds since the instance's tip block (``best_block_time``).
 """
 
@@ -271,6 +273,7 @@ INSTANCES_METRIC = PREFIX + "instances"
 BLOCKS_BEHIND_METRIC = PREFIX + "blocks_behind"
 FLEET_BEST_BLOCKS_METRIC = "nodefleet_fleet_best_blocks"
 FLEET_HOSTS_METRIC = "nodefleet_fleet_hosts_seen"
+FLEET_HOSTS_EXPECTED_METRIC = "nodefleet_fleet_hosts_expected"
 # Its own name: the fleet file sits next to the per-node file in one textfile directory, and
 # node_exporter refuses a scrape where two files hold the same series.
 FLEET_TIMESTAMP = "nodefleet_fleet_last_run_timestamp_seconds"
@@ -280,11 +283,17 @@ _HELP_STATUS_OK = "1 when bitcoind_info ran on the host, 0 when it failed."
 _HELP_INSTANCES = "Instances on the host by state."
 _HELP_COLLECTOR = "When these metrics were collected, seconds since the epoch."
 _HELP_BEHIND = (
-    "Blocks the instance is behind the best height of its network among the hosts of the run"
-    " that computed it (the status play: the hosts in that run)."
+    "Blocks the instance is behind the best chain of its network known to the run that computed it:"
+    " the best blocks or headers (the peers' best header chain) of the instances in that run."
 )
-_HELP_FLEET_BEST = "Best block height per network among the hosts of the status run that wrote this file."
+_HELP_FLEET_BEST = (
+    "Best chain height per network (blocks or headers) among the instances of the status run that wrote this file."
+)
 _HELP_FLEET_HOSTS = "Hosts with a bitcoind_info result in the status run that computed the fleet view."
+_HELP_FLEET_HOSTS_EXPECTED = (
+    "Hosts of the status play's host pattern in the inventory (--limit does not narrow it); more than"
+    " nodefleet_fleet_hosts_seen means the fleet view left hosts out."
+)
 _HELP_FLEET_TIMESTAMP = "When the status run computed the fleet view, seconds since the epoch."
 
 #: name -> (type, help) of every family this module writes.
@@ -298,6 +307,7 @@ METRICS.update(
         BLOCKS_BEHIND_METRIC: ("gauge", _HELP_BEHIND),
         FLEET_BEST_BLOCKS_METRIC: ("gauge", _HELP_FLEET_BEST),
         FLEET_HOSTS_METRIC: ("gauge", _HELP_FLEET_HOSTS),
+        FLEET_HOSTS_EXPECTED_METRIC: ("gauge", _HELP_FLEET_HOSTS_EXPECTED),
         FLEET_TIMESTAMP: ("gauge", _HELP_FLEET_TIMESTAMP),
     }
 )
@@ -310,11 +320,15 @@ OPTIONAL_METRICS = frozenset(
         PREFIX + "memory_limit_bytes",
         PREFIX + "cpu_seconds_total",
         PREFIX + "datadir_bytes",
+        # Written only when the caller knows the inventory (the status play does).
+        FLEET_HOSTS_EXPECTED_METRIC,
     }
 )
 
 #: Families in the fleet file (render_fleet_textfile), not in the per-node file.
-FLEET_METRICS = frozenset({BLOCKS_BEHIND_METRIC, FLEET_BEST_BLOCKS_METRIC, FLEET_HOSTS_METRIC, FLEET_TIMESTAMP})
+FLEET_METRICS = frozenset(
+    {BLOCKS_BEHIND_METRIC, FLEET_BEST_BLOCKS_METRIC, FLEET_HOSTS_METRIC, FLEET_HOSTS_EXPECTED_METRIC, FLEET_TIMESTAMP}
+)
 
 #: Families whose value moves with the clock alone: left out by stable_text.
 VOLATILE_METRICS = frozenset(
@@ -345,6 +359,7 @@ METRIC_LABELS.update(
         BLOCKS_BEHIND_METRIC: BASE_LABELS,
         FLEET_BEST_BLOCKS_METRIC: ("host", "network"),
         FLEET_HOSTS_METRIC: ("host",),
+        FLEET_HOSTS_EXPECTED_METRIC: ("host",),
         FLEET_TIMESTAMP: ("host",),
     }
 )
@@ -438,15 +453,23 @@ def _info_value(instance: dict, key: str):
 
 
 def fleet_tips(results_by_host: dict) -> dict:
-    """network -> best ``blocks`` among the instances of every usable result."""
+    """network -> best chain height among the instances of every usable result.
+
+    An instance counts with its ``blocks`` and, when it has a height, its ``headers`` (the best
+    header chain its peers announced, proof of work checked by bitcoind): an instance whose
+    peers know a longer chain shows behind even when no instance of the run has those blocks
+    yet - so a run over part of the fleet (``--limit``, an AWX slice) does not call an instance
+    in sync because the instances ahead of it were outside the run.
+    """
     tips: dict = {}
     for result in (results_by_host or {}).values():
         for instance in _instances(result):
             blocks, network = _int(instance.get("blocks")), instance.get("network")
             if blocks is None or not network:
                 continue
-            if blocks > tips.get(network, -1):
-                tips[network] = blocks
+            best = max(blocks, _int(instance.get("headers")) or 0)
+            if best > tips.get(network, -1):
+                tips[network] = best
     return tips
 
 
@@ -472,14 +495,23 @@ def fleet_view(results_by_host: dict) -> dict:
     return {"tips": tips, "hosts_seen": hosts_seen, "behind": behind}
 
 
-def render_fleet_textfile(host: str, results_by_host: dict, timestamp: float | None = None) -> str:
+def render_fleet_textfile(
+    host: str, results_by_host: dict, timestamp: float | None = None, hosts_expected: int | None = None
+) -> str:
     """The fleet-wide values for ``host``'s instances (``nodefleet_fleet.prom``).
 
     ``results_by_host`` maps every host of the run to its bitcoind_info result; ``host`` must
     be one of them (its own result may be failed: then only the per-network tips are written).
+    ``hosts_expected``: how many hosts the fleet view should have covered (the status play's
+    host pattern in the whole inventory), written beside the hosts seen so a consumer of the
+    file alone can tell a partial view.
     """
     host = _check_host(host)
     stamp = _check_timestamp(timestamp)
+    if hosts_expected is not None:
+        expected = _int(hosts_expected)
+        if expected is None or expected < 0 or isinstance(hosts_expected, bool):
+            raise MetricsError(f"hosts_expected must be a count of hosts, got {hosts_expected!r}")
     if not isinstance(results_by_host, dict):
         raise MetricsError("results_by_host must be a dict host -> bitcoind_info result")
     tips = fleet_tips(results_by_host)
@@ -498,6 +530,10 @@ def render_fleet_textfile(host: str, results_by_host: dict, timestamp: float | N
         )
     hosts_seen = sum(1 for result in results_by_host.values() if host_ok(result))
     lines += _family(FLEET_HOSTS_METRIC, [f"{FLEET_HOSTS_METRIC}{_labels((('host', host),))} {hosts_seen}"])
+    if hosts_expected is not None:
+        lines += _family(
+            FLEET_HOSTS_EXPECTED_METRIC, [f"{FLEET_HOSTS_EXPECTED_METRIC}{_labels((('host', host),))} {expected}"]
+        )
     if stamp is not None:
         lines += _family(FLEET_TIMESTAMP, [f"{FLEET_TIMESTAMP}{_labels((('host', host),))} {stamp}"])
     return "\n".join(lines) + "\n"

@@ -92,8 +92,15 @@ def fresh_inventory_dir(path: Path) -> None:
     shutil.copytree(ROOT / "inventories" / "demo" / "group_vars" / "fleet", path / "group_vars" / "fleet")
 
 
+def set_fleet_size(path: Path, hosts: int) -> None:
+    """The demo's group_vars say 3 hosts (bitcoind_fleet_size); a benchmark fleet says its own
+    number, in a group_vars file read after the demo's."""
+    (path / "group_vars" / "fleet" / "zz-fleet-size.yml").write_text(json.dumps({"bitcoind_fleet_size": hosts}))
+
+
 def write_inventory(count: int) -> Path:
     fresh_inventory_dir(INVENTORY_DIR)
+    set_fleet_size(INVENTORY_DIR, 1)
     hosts = {
         "fleet": {
             "hosts": {HOST: {"ansible_host": CONTAINER, "nodefleet_container_name": CONTAINER}},

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_converge import ROOT, changed_count, env, fresh_inventory_dir, module_executions
+from bench_converge import ROOT, changed_count, env, fresh_inventory_dir, module_executions, set_fleet_size
 
 INVENTORY_DIR = ROOT / ".cache" / "bench-scale"  # inventory_dir/../../build/release: the demo's releases
 INSTANCES_PER_NODE = 5
@@ -49,6 +49,7 @@ def host_name(i: int) -> str:
 
 def write_inventory(nodes: int) -> Path:
     fresh_inventory_dir(INVENTORY_DIR)
+    set_fleet_size(INVENTORY_DIR, nodes)
     hosts = {}
     for n in range(1, nodes + 1):
         name = host_name(n)

@@ -263,7 +263,7 @@ def test_fleet_peers_reach_bitcoind_instance(host):
     """Issue 9: the role passes the fleet_peers filter's lines after the instance's own."""
     other = dict(host.vars)
     other["bitcoind_instances"] = [{"name": "c", "impl": "core", "network": "regtest", "tor_mode": "clearnet"}]
-    mine = dict(host.vars, bitcoind_fleet_peering=True)
+    mine = dict(host.vars, bitcoind_fleet_peering=True, bitcoind_fleet_size=2)
     mine["bitcoind_instances"] = [
         {"name": "a", "impl": "core", "network": "regtest", "tor_mode": "both", "addnode": ["192.0.2.1"]},
         {"name": "s", "impl": "core", "network": "signet", "tor_mode": "clearnet"},
@@ -422,3 +422,18 @@ def test_deferred_restarts_keep_the_markers_and_restart_nothing(host):
     assert rc == 0, out
     assert host.program_states() == {"bitcoind-a": "restarted", "bitcoind-b": "restarted"}
     assert host.markers() == []
+
+
+def test_fleet_peering_on_a_pared_down_inventory_is_refused_before_any_change(host):
+    """Issue 15: an AWX job slice holds only its own hosts; peering computed from it would drop
+    the other hosts' addnode lines, so the converge stops in validation, naming the option."""
+    mine = dict(host.vars, bitcoind_fleet_peering=True, bitcoind_fleet_size=2)
+    rc, out = host.run(hosts={"testnode": mine})
+    assert rc != 0, out
+    assert "bitcoind_fleet_size: this inventory holds 1 hosts of the fleet group, bitcoind_fleet_size says 2" in out
+    assert host.calls("bitcoind_instance") == [] and host.calls("supervisord_program") == []
+
+    del mine["bitcoind_fleet_size"]
+    rc, out = host.run(hosts={"testnode": mine})
+    assert rc != 0, out
+    assert "bitcoind_fleet_size must be set when bitcoind_fleet_peering is true" in out

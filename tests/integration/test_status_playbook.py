@@ -20,12 +20,14 @@ print(json.dumps({"changed": False, "instances": [], "supervisord": {"state": "R
 """
 # WANT_JSON: ansible passes the module's arguments as a JSON file. Reports one instance per
 # requested instance, with values that move with the clock (uptime, elapsed) on every call
-# and a height taken from NODEFLEET_FAKE_BLOCKS (name -> blocks).
+# and a height taken from NODEFLEET_FAKE_BLOCKS (name -> blocks), its best header from
+# NODEFLEET_FAKE_HEADERS (name -> headers; default: its height).
 FAKE_INFO_CLOCK = r"""#!/usr/bin/python
 # WANT_JSON
 import json, os, sys, time
 args = json.load(open(sys.argv[1]))
 blocks = json.loads(os.environ.get("NODEFLEET_FAKE_BLOCKS", "{}"))
+headers = json.loads(os.environ.get("NODEFLEET_FAKE_HEADERS", "{}"))
 now = time.time()
 instances = []
 for target in args.get("instances") or []:
@@ -33,7 +35,8 @@ for target in args.get("instances") or []:
     instances.append({
         "name": name, "state": "up", "message": "", "unsupervised": False, "impl": "core",
         "network": "regtest", "version": 289900, "subversion": "/Satoshi:28.99.0/",
-        "uptime": int(now) % 100000, "blocks": blocks.get(name, 101), "headers": blocks.get(name, 101),
+        "uptime": int(now) % 100000, "blocks": blocks.get(name, 101),
+        "headers": headers.get(name, blocks.get(name, 101)),
         "best_block_time": 1700000000, "verificationprogress": 1.0, "initialblockdownload": False,
         "size_on_disk": 1000, "pruned": False,
         "peers": {"total": 0, "inbound": 0, "outbound": 0, "breakdown": {}},
@@ -71,7 +74,7 @@ def test_textfile_dir_that_is_a_symlink_is_refused(tmp_path):
     (tmp_path / "textfile").symlink_to(elsewhere)
     rc, out, _ = run_status(tmp_path, tmp_path / "textfile")
     assert rc != 0, out
-    assert "already exists as a link" in out, out
+    assert "is a symlink; refusing to write through it" in out, out
     assert list(elsewhere.iterdir()) == []
 
 
@@ -90,7 +93,7 @@ class Fleet:
             for host, name in (("h1", "a1"), ("h2", "b1"))
         }
 
-    def run(self, blocks, *args):
+    def run(self, blocks, *args, headers=None):
         extra = {
             "nodefleet_status_become": False,
             "nodefleet_status_json": str(self.report),
@@ -104,7 +107,7 @@ class Fleet:
             {},
             extra_args=("-e", json.dumps(extra), *args),
             hosts=self.hosts,
-            env={"NODEFLEET_FAKE_BLOCKS": json.dumps(blocks)},
+            env={"NODEFLEET_FAKE_BLOCKS": json.dumps(blocks), "NODEFLEET_FAKE_HEADERS": json.dumps(headers or {})},
         )
         assert rc == 0, out
         recap = {host: (int(changed), int(unr), int(failed)) for host, changed, unr, failed in RECAP.findall(out)}
@@ -153,13 +156,32 @@ def test_fleet_file_holds_blocks_behind_the_best_tip_among_the_hosts_of_the_run(
     assert report["hosts"]["h2"]["instances"][0]["blocks_behind"] == 20
     assert report["hosts"]["h2"]["instances"][0]["stale_tip_seconds"] > 0
 
-    # --limit h2: h1's tip is not in this run, so h2 is 0 behind the tip it saw; the report says so.
+    assert report["fleet"]["hosts_outside_run"] == []
+    assert samples(fleet.textfile("h2", "nodefleet_fleet.prom"), "nodefleet_fleet_hosts_expected") == {
+        (("host", "h2"),): 2.0
+    }
+
+    # --limit h2, and b1's peers know of no better chain than its own: h1's blocks are not in
+    # this run, so b1 is 0 behind what the run can know; the files and the report say that a
+    # host was left out, and which.
     fleet.run({"a1": 120, "b1": 100}, "--limit", "h2")
-    behind = samples(fleet.textfile("h2", "nodefleet_fleet.prom"), "nodefleet_bitcoind_blocks_behind")
-    assert list(behind.values()) == [0.0]
+    fleet_file = fleet.textfile("h2", "nodefleet_fleet.prom")
+    assert list(samples(fleet_file, "nodefleet_bitcoind_blocks_behind").values()) == [0.0]
+    assert samples(fleet_file, "nodefleet_fleet_hosts_seen") == {(("host", "h2"),): 1.0}
+    assert samples(fleet_file, "nodefleet_fleet_hosts_expected") == {(("host", "h2"),): 2.0}
     report = json.loads(fleet.report.read_text())
     assert report["fleet"]["limit"] == "h2"
     assert report["fleet"]["hosts"] == ["h2"]
+    assert report["fleet"]["hosts_outside_run"] == ["h1"]
+
+    # --limit h2, and b1's peers announce 20 more blocks (h1's chain, or the network's): b1 is
+    # 20 behind although no host with those blocks is in the run - the slice does not hide it.
+    fleet.run({"a1": 120, "b1": 100}, "--limit", "h2", headers={"b1": 120})
+    behind = samples(fleet.textfile("h2", "nodefleet_fleet.prom"), "nodefleet_bitcoind_blocks_behind")
+    assert list(behind.values()) == [20.0]
+    report = json.loads(fleet.report.read_text())
+    assert report["hosts"]["h2"]["instances"][0]["blocks_behind"] == 20
+    assert report["fleet"]["best_blocks"] == {"regtest": 120}
 
 
 def test_written_textfiles_pass_promtool_check_metrics(tmp_path):

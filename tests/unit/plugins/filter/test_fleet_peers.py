@@ -238,3 +238,35 @@ def test_only_the_keys_peering_needs_are_read():
     secret = Untouchable(inst("r2"), rpc_users=[{"user": "u", "password": "vaulted"}])
     hv = fleet(a=[inst("r")], b=[secret])
     assert peers(hv, "a") == {"r": [f"b:{p2p('r2')}"]}
+
+
+# --------------------------------------------------------------------------- issue 15: slices
+
+
+def test_a_run_on_part_of_the_fleet_is_refused_when_the_fleet_size_says_more_hosts():
+    hv = fleet(a=[inst("r")], b=[inst("r")], c=[inst("r")])
+    # The whole fleet (a full run, or --limit: groups still hold every host): peers as before.
+    assert peers(hv, "a", fleet_size=3) == {"r": [f"b:{p2p('r')}", f"c:{p2p('r')}"]}
+    assert peers(hv, "a", fleet_size="3") == peers(hv, "a")
+    # An AWX job slice holds a and b only: refused, naming the option, the counts and the way out.
+    with pytest.raises(AnsibleFilterError) as caught:
+        peers({"a": hv["a"], "b": hv["b"]}, "a", fleet_size=3)
+    message = str(caught.value)
+    assert message.startswith("bitcoind_fleet_size: this inventory holds 2 hosts of the fleet group")
+    assert "says 3" in message and "run site.yml unsliced" in message and "set bitcoind_fleet_size to 2" in message
+    # A fleet that grew is refused too, until the operator says so.
+    with pytest.raises(AnsibleFilterError, match="holds 3 hosts of the fleet group, bitcoind_fleet_size says 2"):
+        peers(hv, "a", fleet_size=2)
+
+
+def test_the_fleet_size_is_required_with_peering_when_the_role_passes_it_and_must_be_a_count():
+    hv = fleet(a=[inst("r")], b=[inst("r")])
+    with pytest.raises(AnsibleFilterError, match=r"bitcoind_fleet_size must be set when bitcoind_fleet_peering"):
+        peers(hv, "a", fleet_size=None)
+    for bad in ("two", -2, True, "2.0"):
+        with pytest.raises(AnsibleFilterError, match=r"bitcoind_fleet_size \(.*\) must be a whole number of hosts"):
+            peers(hv, "a", fleet_size=bad)
+    # A host that does not peer needs no fleet size, and callers that leave the option out skip the check.
+    off = dict(hv, a=dict(hv["a"], bitcoind_fleet_peering=False))
+    assert peers(off, "a", fleet_size=None) == {"r": []}
+    assert peers({"a": hv["a"]}, "a") == {"r": []}

@@ -59,6 +59,8 @@ def instance(name, state="up", **over):
         "supervisord": {"state": "RUNNING", "pid": 4242, "start": 1700000000, "uptime": 93790, "restarts": 2},
         "elapsed": 0.012,
     }
+    if "blocks" in over and "headers" not in over:
+        over["headers"] = over["blocks"]  # synced: its peers know of no longer chain
     base.update(over)
     return base
 
@@ -404,11 +406,17 @@ def test_report_has_blocks_behind_tip_age_and_says_the_scope_is_the_hosts_of_the
     assert "blocks_behind" not in FLEET["node-2"]["instances"][0]  # input untouched
 
 
-def test_a_slice_of_the_fleet_computes_blocks_behind_from_that_slice_only():
-    # --limit node-2: node-1's higher tip is not seen, so node-2 is the best it knows.
-    report = fleet_status_report({"node-2": FLEET["node-2"]}, timestamp=NOW, limit="node-2")
+def test_a_slice_of_the_fleet_computes_blocks_behind_from_that_slice_and_names_the_hosts_it_left_out():
+    # --limit node-2: node-1's higher tip is not seen, and node-2's peers know no longer chain,
+    # so node-2 is the best it knows; the report lists the inventory hosts outside the run.
+    report = fleet_status_report(
+        {"node-2": FLEET["node-2"]}, timestamp=NOW, limit="node-2", inventory_hosts=["node-1", "node-2", "node-3"]
+    )
     assert report["hosts"]["node-2"]["instances"][0]["blocks_behind"] == 0
     assert report["fleet"]["best_blocks"] == {"signet": 250090}
+    assert report["fleet"]["hosts_outside_run"] == ["node-1", "node-3"]
+    # Without the inventory (a caller that does not know it), nothing is claimed.
+    assert fleet_status_report({"node-2": FLEET["node-2"]})["fleet"]["hosts_outside_run"] == []
 
 
 def test_report_stable_drops_only_what_moves_with_the_clock():

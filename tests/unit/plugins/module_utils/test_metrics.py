@@ -32,6 +32,8 @@ def inst(name, **over):
         "supervisord": {"state": "RUNNING", "pid": 7, "start": NOW - 600, "uptime": 600, "restarts": 3},
         "elapsed": 0.01,
     }
+    if "blocks" in over and "headers" not in over:
+        over["headers"] = over["blocks"]  # synced: its peers know of no longer chain
     base.update(over)
     return base
 
@@ -91,7 +93,7 @@ def test_rendered_families_are_the_declared_ones_with_their_type_help_and_labels
         onion_address="x.onion",
     )
     text = metrics.render_textfile("node1", info(full), NOW) + metrics.render_fleet_textfile(
-        "node1", {"node1": info(full)}, NOW
+        "node1", {"node1": info(full)}, NOW, hosts_expected=1
     )
     seen = families(text)
     assert set(seen) == set(metrics.METRICS)  # every family is reachable, none undeclared
@@ -179,6 +181,30 @@ def test_blocks_behind_compares_with_the_best_height_of_the_same_network():
     assert value(text, "nodefleet_bitcoind_blocks_behind", bitcoind="w") is None
     assert value(text, "nodefleet_fleet_best_blocks", network="signet") == 5
     assert value(text, "nodefleet_fleet_hosts_seen") == 2
+    assert value(text, "nodefleet_fleet_hosts_expected") is None  # only when the caller knows the inventory
+
+
+def test_an_instance_whose_peers_know_a_longer_chain_is_behind_even_when_no_result_has_those_blocks():
+    # A run over a slice of the fleet (--limit, an AWX slice): the hosts with block 130 are
+    # outside it, but n2's own peers announced the headers up to 130.
+    results = {
+        "n1": info(inst("a", blocks=120)),
+        "n2": info(inst("b", blocks=100, headers=130), inst("w", state="warming_up", blocks=None, headers=500)),
+    }
+    view = metrics.fleet_view(results)
+    assert view["tips"] == {"regtest": 130}  # a node without a height (warming up) does not count
+    assert view["behind"] == {"n1": {"a": 10}, "n2": {"b": 30, "w": None}}
+    text = metrics.render_fleet_textfile("n2", results, NOW, hosts_expected=5)
+    assert value(text, "nodefleet_bitcoind_blocks_behind", bitcoind="b") == 30
+    assert value(text, "nodefleet_fleet_best_blocks", network="regtest") == 130
+    assert value(text, "nodefleet_fleet_hosts_seen") == 2
+    assert value(text, "nodefleet_fleet_hosts_expected") == 5
+
+
+@pytest.mark.parametrize("bad", [-1, "three", True, 2.5j])
+def test_hosts_expected_must_be_a_count(bad):
+    with pytest.raises(metrics.MetricsError, match="hosts_expected must be a count of hosts"):
+        metrics.render_fleet_textfile("n1", {"n1": info(inst("a"))}, NOW, hosts_expected=bad)
 
 
 def test_fleet_file_and_node_file_share_no_family():
