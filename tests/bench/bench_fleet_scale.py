@@ -135,7 +135,9 @@ def measure(nodes: int, keep: bool) -> dict:
         per_host = sorted(set(executions.values()))
         _, t_floor = run(inventory, floor_playbook(max(per_host)))
         status_json = INVENTORY_DIR / "status.json"
-        _, t_status = run(inventory, ROOT / "playbooks" / "status.yml", "-e", "nodefleet_status_json=%s" % status_json)
+        status_play = ROOT / "playbooks" / "status.yml"
+        status, t_status = run(inventory, status_play, "-e", "nodefleet_status_json=%s" % status_json)
+        status_executions = sorted({module_executions(status["plays"], h) for h in status["stats"]})
         report = json.loads(status_json.read_text())
         states = sorted({i["state"] for h in report["hosts"].values() for i in h["instances"]})
         total_mib, bitcoind_mib, daemons = node_memory_mib("nodefleet-" + host_name(1))
@@ -151,6 +153,7 @@ def measure(nodes: int, keep: bool) -> dict:
             "floor_s": round(t_floor, 1),
             "noop_over_floor": round(t_noop / t_floor, 2),
             "status_s": round(t_status, 1),
+            "status_executions_per_host": status_executions,
             "status_states": states,
             "node_rss_mib": total_mib,
             "bitcoind_rss_mib": bitcoind_mib,
@@ -177,12 +180,13 @@ def main() -> None:
     print()
     print(
         "| nodes x instances | fresh converge s | no-op converge s | changed | module executions per host "
-        "(fixed + 1 per instance) | floor s | no-op / floor | status.yml s | node RSS MiB (bitcoinds) |"
+        "(fixed + 1 per instance) | floor s | no-op / floor | status.yml s (executions per host) "
+        "| node RSS MiB (bitcoinds) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            "| %d x %d | %.1f | %.1f | %d | %s (%s + %d) | %.1f | %.2f | %.1f | %.1f (%.1f, %d daemons) |"
+            "| %d x %d | %.1f | %.1f | %d | %s (%s + %d) | %.1f | %.2f | %.1f (%s) | %.1f (%.1f, %d daemons) |"
             % (
                 r["nodes"],
                 INSTANCES_PER_NODE,
@@ -195,6 +199,7 @@ def main() -> None:
                 r["floor_s"],
                 r["noop_over_floor"],
                 r["status_s"],
+                "/".join(map(str, r.get("status_executions_per_host", []))),
                 r["node_rss_mib"],
                 r["bitcoind_rss_mib"],
                 r["bitcoinds_on_node"],
