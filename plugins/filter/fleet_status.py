@@ -346,13 +346,14 @@ def fleet_status_report(statuses, generated_at=None, timestamp=None, limit=None,
     return {"generated_at": generated_at, "summary": fleet_totals(statuses), "fleet": fleet, "hosts": hosts}
 
 
-# Values of the report that move with the clock alone.
-_VOLATILE_INSTANCE_KEYS = ("uptime", "elapsed", "stale_tip_seconds")
-_VOLATILE_SUPERVISORD_KEYS = ("uptime",)
 
 
 def fleet_status_report_stable(report) -> dict:
-    """``report`` (a dict, or its JSON text) without generated_at, uptimes, query times, tip ages.
+    """``report`` (a dict, or its JSON text) without the values that move with the clock alone.
+
+    generated_at, uptimes, query times, tip ages, verification progress estimates and the measured
+    memory, CPU and disk use (``metrics.VOLATILE_*_KEYS``, the same values ``stable_text`` leaves
+    out of the textfiles).
 
     Anything that is not a report (a missing file's empty content) gives ``{}``.
     """
@@ -373,11 +374,15 @@ def fleet_status_report_stable(report) -> dict:
         for instance in host.get("instances") or []:
             if not isinstance(instance, dict):
                 continue
-            for key in _VOLATILE_INSTANCE_KEYS:
+            for key in _metrics().VOLATILE_INSTANCE_KEYS:
                 instance.pop(key, None)
-            if isinstance(instance.get("supervisord"), dict):
-                for key in _VOLATILE_SUPERVISORD_KEYS:
-                    instance["supervisord"].pop(key, None)
+            for sub, keys in (
+                ("supervisord", _metrics().VOLATILE_SUPERVISORD_KEYS),
+                ("resources", _metrics().VOLATILE_RESOURCE_KEYS),
+            ):
+                if isinstance(instance.get(sub), dict):
+                    for key in keys:
+                        instance[sub].pop(key, None)
     return stable
 
 

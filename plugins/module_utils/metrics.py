@@ -342,8 +342,17 @@ VOLATILE_METRICS = frozenset(
         PREFIX + "memory_used_bytes",
         PREFIX + "cpu_seconds_total",
         PREFIX + "datadir_bytes",
+        # Core estimates it from the clock: on a node that gets no blocks it drifts on every
+        # call; a node that syncs moves `blocks` as well, which is a change.
+        PREFIX + "verification_progress_ratio",
     }
 )
+
+#: The same values in the status report's instance entries (fleet_status_report_stable): keys of
+#: the instance, of its ``supervisord`` and of its ``resources``.
+VOLATILE_INSTANCE_KEYS = ("uptime", "elapsed", "stale_tip_seconds", "verificationprogress")
+VOLATILE_SUPERVISORD_KEYS = ("uptime",)
+VOLATILE_RESOURCE_KEYS = ("memory_used_bytes", "cpu_seconds_total", "datadir_bytes")
 
 #: Labels of every per-instance family (extra labels: state, kind, direction; info labels).
 METRIC_LABELS = {name: BASE_LABELS for name, *_rest in _INSTANCE_FAMILIES}
