@@ -20,13 +20,17 @@ bash scripts/setup.sh
 
 declare -A RESULT
 FAILED=0
+# Each stage's output is also kept in build/stage-<name>.log, so the summary at the end can name
+# the failed tests of every stage (CI shows the end of the output; a failure far above it would
+# otherwise be invisible there).
 run_stage() {
   local stage=$1 start rc
   start=$(date +%s)
   echo "=== stage: $stage"
+  mkdir -p "$ROOT/build"
   set +e
-  ( set -euo pipefail; "stage_$stage" )
-  rc=$?
+  ( set -euo pipefail; "stage_$stage" ) 2>&1 | tee "$ROOT/build/stage-$stage.log"
+  rc=${PIPESTATUS[0]}
   set -e
   RESULT[$stage]="$([ $rc -eq 0 ] && echo passed || echo "FAILED (rc=$rc)") in $(( $(date +%s) - start ))s"
   echo "=== stage: $stage ${RESULT[$stage]}"
@@ -170,4 +174,11 @@ echo "Summary:"
 for stage in "${STAGES[@]}"; do printf '  %-12s %s\n' "$stage" "${RESULT[$stage]}"; done
 passed=$(( ${#STAGES[@]} - FAILED ))
 echo "stages: $passed passed, $FAILED failed"
+# The failed tests (pytest's short summary, molecule's and ansible's failures) of each failed stage.
+for stage in "${STAGES[@]}"; do
+  case "${RESULT[$stage]}" in FAILED*) ;; *) continue ;; esac
+  echo "--- $stage: what failed (build/stage-$stage.log)"
+  grep -E '^(FAILED|ERROR) |^E +[A-Za-z]+Error|^fatal: |^failed: |CRITICAL|^ERROR:' "$ROOT/build/stage-$stage.log" 2>/dev/null \
+    | head -40 || true
+done
 exit $((FAILED > 0))
