@@ -178,7 +178,7 @@ echo "stages: $passed passed, $FAILED failed"
 for stage in "${STAGES[@]}"; do
   case "${RESULT[$stage]}" in FAILED*) ;; *) continue ;; esac
   echo "--- $stage: what failed (build/stage-$stage.log)"
-  grep -E '^(FAILED|ERROR) |^E +[A-Za-z]+Error|^fatal: |^failed: |CRITICAL|^ERROR:' "$ROOT/build/stage-$stage.log" 2>/dev/null \
+  grep -E '^(FAILED|ERROR) |^E +[A-Za-z]+Error|^fatal: |^failed: |CRITICAL|^ERROR:|would be reformatted|^[a-z_/.]+:[0-9]+:[0-9]+: |^[A-Z]+[0-9]+ ' "$ROOT/build/stage-$stage.log" 2>/dev/null \
     | head -40 || true
 done
 exit $((FAILED > 0))

@@ -346,8 +346,6 @@ def fleet_status_report(statuses, generated_at=None, timestamp=None, limit=None,
     return {"generated_at": generated_at, "summary": fleet_totals(statuses), "fleet": fleet, "hosts": hosts}
 
 
-
-
 def fleet_status_report_stable(report) -> dict:
     """``report`` (a dict, or its JSON text) without the values that move with the clock alone.
 
