@@ -255,6 +255,10 @@ def _display_warning(message: str) -> None:
         pass
 
 
+#: ``fleet_size`` not given: no fleet size check (callers outside the role).
+UNSET = object()
+
+
 def check_fleet_size(hosts, fleet_size) -> None:
     """Refuse a run whose inventory holds another number of fleet hosts than ``fleet_size``."""
     if isinstance(fleet_size, bool) or not re.match(r"^[0-9]+\Z", str(fleet_size)):
@@ -278,8 +282,7 @@ def select_peers(
     onion_dir=None,
     defaults=None,
     warn=_display_warning,
-    fleet_size=None,
-    require_fleet_size=False,
+    fleet_size=UNSET,
 ) -> dict:
     """Pure selection behind the filter; raises FleetPeersError on a bad inventory of this host
     (a peer host whose inventory cannot be planned is left out with a warning)."""
@@ -294,13 +297,13 @@ def select_peers(
         f"host {this_host!r}: bitcoind_fleet_peering", host_setting(this_host, hostvars, settings, "fleet_peering")
     ):
         return result
-    if fleet_size is None and require_fleet_size:
+    if fleet_size is None:
         raise FleetPeersError(
             f"bitcoind_fleet_size must be set when bitcoind_fleet_peering is true: the number of hosts of the fleet"
             f" group (this inventory holds {len({str(h) for h in hosts})}), so that a run on part of the fleet is"
             " refused instead of dropping the other hosts' peers"
         )
-    if fleet_size is not None:
+    if fleet_size is not UNSET:
         check_fleet_size(hosts, fleet_size)
     for host in sorted({str(h) for h in hosts} - {str(this_host)}):
         if not _bool(f"host {host!r}: bitcoind_fleet_peering", host_setting(host, hostvars, settings, "fleet_peering")):
@@ -322,11 +325,8 @@ def select_peers(
     return result
 
 
-_UNSET = object()
-
-
 def fleet_peers(
-    hosts, hostvars, this_host, instances=None, onion=False, onion_dir=None, defaults=None, fleet_size=_UNSET
+    hosts, hostvars, this_host, instances=None, onion=False, onion_dir=None, defaults=None, fleet_size=UNSET
 ):
     """Jinja2 filter wrapper: FleetPeersError -> AnsibleFilterError with the same message.
 
@@ -334,17 +334,7 @@ def fleet_peers(
     required when this host peers; not given at all, the check is skipped.
     """
     try:
-        return select_peers(
-            hosts,
-            hostvars,
-            this_host,
-            instances,
-            onion,
-            onion_dir,
-            defaults,
-            fleet_size=None if fleet_size is _UNSET else fleet_size,
-            require_fleet_size=fleet_size is not _UNSET,
-        )
+        return select_peers(hosts, hostvars, this_host, instances, onion, onion_dir, defaults, fleet_size=fleet_size)
     except FleetPeersError as exc:
         raise AnsibleFilterError(str(exc)) from exc
 

@@ -519,7 +519,7 @@ def render_fleet_textfile(
     stamp = _check_timestamp(timestamp)
     if hosts_expected is not None:
         expected = _int(hosts_expected)
-        if expected is None or expected < 0 or isinstance(hosts_expected, bool):
+        if expected is None or expected < 0:
             raise MetricsError(f"hosts_expected must be a count of hosts, got {hosts_expected!r}")
     if not isinstance(results_by_host, dict):
         raise MetricsError("results_by_host must be a dict host -> bitcoind_info result")

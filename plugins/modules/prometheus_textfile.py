@@ -154,32 +154,31 @@ def _differs(old: bytes | None, st, new: str, uid: int, gid: int, mode: int) -> 
     return stable_text(old_text) != stable_text(new)
 
 
-def plan(path: str, pairs: list, uid: int, gid: int, mode: int, dir_mode: int) -> tuple[bool, list]:
-    """Read-only: whether the directory would change, and per file (name, old text or None, changed)."""
+def converge(path: str, pairs: list, uid: int, gid: int, mode: int, dir_mode: int, write: bool) -> tuple[bool, list]:
+    """Whether the directory changes, and per file (name, old bytes or None, changed).
+
+    One walk of ``path`` (one directory descriptor): every file is read and compared first, so a
+    refusal (a symlink in place of a file) writes nothing; then, with ``write``, the directory's
+    owner and mode are set through the descriptor and every file is written into it.
+    """
     kind = safe_fs.inspect_path(path)
-    if kind == "missing":
-        return True, [(name, None, True) for name, _content in pairs]
-    if kind != "dir":
+    if kind not in ("missing", "dir"):
         raise safe_fs.UnsafePath(path, "exists and is not a directory")
-    with safe_fs.opened_dir(path) as dir_fd:
-        dir_changed = safe_fs.attrs_differ(os.fstat(dir_fd), uid, gid, dir_mode)
-        result = []
-        for name, content in pairs:
-            shown = os.path.join(path, name)
-            old = safe_fs.read_at(dir_fd, name, shown=shown)
-            result.append((name, old, _differs(old, safe_fs.lstat_at(dir_fd, name), content, uid, gid, mode)))
-    return dir_changed, result
-
-
-def write(path: str, pairs: list, uid: int, gid: int, mode: int, dir_mode: int) -> bool:
-    """Create/fix the directory through its descriptor and write every file; True when the directory changed."""
-    created = safe_fs.inspect_path(path) == "missing"
+    created = kind == "missing"
+    if created and not write:
+        return True, [(name, None, True) for name, _content in pairs]
     depth = len([p for p in path.split("/") if p])
     with safe_fs.opened_dir(path, create=depth if created else 0, mode=dir_mode) as dir_fd:
-        dir_changed = safe_fs.set_attrs_fd(dir_fd, uid, gid, dir_mode) or created
+        dir_changed = created or safe_fs.attrs_differ(os.fstat(dir_fd), uid, gid, dir_mode)
+        planned = []
         for name, content in pairs:
-            safe_fs.write_at(dir_fd, name, content, uid=uid, gid=gid, mode=mode, shown=os.path.join(path, name))
-    return dir_changed
+            old = safe_fs.read_at(dir_fd, name, shown=os.path.join(path, name))
+            planned.append((name, old, _differs(old, safe_fs.lstat_at(dir_fd, name), content, uid, gid, mode)))
+        if write:
+            safe_fs.set_attrs_fd(dir_fd, uid, gid, dir_mode)
+            for name, content in pairs:
+                safe_fs.write_at(dir_fd, name, content, uid=uid, gid=gid, mode=mode, shown=os.path.join(path, name))
+    return dir_changed, planned
 
 
 def main():
@@ -209,13 +208,13 @@ def main():
         dir_mode = _mode("dir_mode", params["dir_mode"])
         pairs = check_files(params["files"])
         uid, gid = _ids(params["owner"], params["group"])
-        dir_changed, planned = plan(path, pairs, uid, gid, mode, dir_mode)
+        dir_changed, planned = converge(path, pairs, uid, gid, mode, dir_mode, write=not module.check_mode)
     except TextfileError as exc:
         module.fail_json(msg=str(exc))
     except safe_fs.UnsafePath as exc:
         module.fail_json(msg=f"path: {exc}")
     except OSError as exc:
-        module.fail_json(msg=f"path: cannot read {path}: {exc.strerror or exc}")
+        module.fail_json(msg=f"path: cannot write into {path}: {exc.strerror or exc}")
 
     changed = dir_changed or any(file_changed for _name, _old, file_changed in planned)
     diff = []
@@ -231,13 +230,6 @@ def main():
                     "after": content,
                 }
             )
-    if not module.check_mode:
-        try:
-            dir_changed = write(path, pairs, uid, gid, mode, dir_mode) or dir_changed
-        except safe_fs.UnsafePath as exc:
-            module.fail_json(msg=f"path: {exc}")
-        except OSError as exc:
-            module.fail_json(msg=f"path: cannot write into {path}: {exc.strerror or exc}")
     files = [
         {"name": name, "path": os.path.join(path, name), "changed": file_changed, "written": not module.check_mode}
         for name, _old, file_changed in planned
